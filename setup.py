@@ -1,0 +1,52 @@
+"""skinformer package metadata.
+
+The deformable-attention kernels are JIT-compiled on first use by default. Set
+``SKINFORMER_BUILD_OPS=1`` to build them at install time instead (needs torch already
+installed, so use ``pip install --no-build-isolation -e .``). This file imports torch only then.
+"""
+import os
+
+from setuptools import find_packages, setup
+
+install_requires = [
+    "torch>=2.4",
+    "torchvision",
+    "timm>=0.9",
+    "fvcore>=0.1.5.post20221221",
+    "iopath>=0.1.9",
+    "pycocotools>=2.0.7",
+    "opencv-python-headless>=4.8",
+    "numpy",
+    "pillow",
+    "scipy",
+    "tqdm",
+    "matplotlib",
+    "tensorboard",
+    "pyyaml",
+    "tabulate",
+    "ninja",
+]
+
+ext_kwargs = {}
+if os.environ.get("SKINFORMER_BUILD_OPS", "0") == "1":
+    from skinformer.ops.build import build_extensions  # imports torch
+
+    ext_modules, cmdclass = build_extensions()
+    ext_kwargs = {"ext_modules": ext_modules, "cmdclass": cmdclass}
+
+setup(
+    name="skinformer",
+    version="0.1.0",
+    description="Mask-transformer segmentation for dermoscopy and endoscopy (detectron2-style)",
+    long_description=open("README.md").read() if os.path.exists("README.md") else "",
+    long_description_content_type="text/markdown",
+    python_requires=">=3.9",
+    packages=find_packages(exclude=("tests", "tests.*", "tools", "configs")),
+    install_requires=install_requires,
+    extras_require={
+        "dev": ["pytest>=7", "pytest-timeout"],
+        "demo": ["gradio"],
+    },
+    include_package_data=True,
+    **ext_kwargs,
+)

@@ -1,0 +1,1 @@
+from .catalog import DatasetCatalog, Metadata, MetadataCatalog, datasets_root

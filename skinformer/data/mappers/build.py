@@ -1,0 +1,26 @@
+from skinformer.utils.registry import Registry
+
+__all__ = ["DATASET_MAPPER_REGISTRY", "build_dataset_mapper"]
+
+DATASET_MAPPER_REGISTRY = Registry("DATASET_MAPPER")
+DATASET_MAPPER_REGISTRY.__doc__ = """
+Registry for dataset mappers: callables that turn one dataset dict into model input.
+
+Each entry is called as ``obj(cfg, is_train: bool)`` and returns a callable
+``mapper(dataset_dict) -> dict`` (or ``None`` to skip an unreadable sample during training).
+The training mapper name is ``cfg.INPUT.DATASET_MAPPER_NAME`` or, when that is empty, the
+training dataset's metadata ``mapper`` (e.g. "SemanticMapper").
+"""
+
+
+def build_dataset_mapper(cfg, is_train: bool, name: str = None):
+    import skinformer.data.mappers  # noqa: F401  (registers the built-in mappers)
+
+    if name is None:
+        name = cfg.INPUT.DATASET_MAPPER_NAME
+        if not name:
+            from skinformer.data.catalog import MetadataCatalog
+
+            dataset = cfg.DATASETS.TRAIN[0] if is_train else cfg.DATASETS.TEST[0]
+            name = MetadataCatalog.get(dataset).get("mapper", "SemanticMapper")
+    return DATASET_MAPPER_REGISTRY.get(name)(cfg, is_train)

@@ -1,0 +1,23 @@
+from skinformer.utils.registry import Registry
+
+__all__ = ["EVALUATOR_REGISTRY", "build_evaluator"]
+
+EVALUATOR_REGISTRY = Registry("EVALUATOR")
+EVALUATOR_REGISTRY.__doc__ = """
+Registry for dataset evaluators, keyed by a dataset's metadata ``evaluator_type``
+(e.g. "sem_seg", "isic_task1", "isic_task2", "coco_instance").
+
+Each entry is called as ``obj(dataset_name: str, cfg, output_dir: str)`` and returns a
+:class:`DatasetEvaluator` (``reset`` / ``process(inputs, outputs)`` / ``evaluate() -> dict``).
+"""
+
+
+def build_evaluator(cfg, dataset_name: str, output_dir: str = None):
+    import skinformer.evaluation  # noqa: F401  (registers the built-in evaluators)
+    from skinformer.data.catalog import MetadataCatalog
+
+    meta = MetadataCatalog.get(dataset_name)
+    etype = meta.get("evaluator_type", None)
+    if etype is None:
+        raise KeyError(f"Dataset '{dataset_name}' has no 'evaluator_type' in its metadata")
+    return EVALUATOR_REGISTRY.get(etype)(dataset_name, cfg, output_dir)

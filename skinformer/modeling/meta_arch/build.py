@@ -1,0 +1,26 @@
+import torch
+
+from skinformer.utils.registry import Registry
+
+__all__ = ["META_ARCH_REGISTRY", "build_model"]
+
+META_ARCH_REGISTRY = Registry("META_ARCH")
+META_ARCH_REGISTRY.__doc__ = """
+Registry for meta-architectures: whole models.
+
+Each entry is called as ``obj(cfg)`` and returns an ``nn.Module`` that takes a list of dataset
+dicts (``{"image": uint8 C×H×W, "height", "width", "sem_seg" / "instances" / "label_masks" ...}``).
+In training mode it returns a dict of scalar losses; in eval mode a list of dicts with
+``"sem_seg"`` (``K×H×W`` scores at the original resolution) and/or ``"instances"``.
+The name is read from ``cfg.MODEL.META_ARCHITECTURE``.
+"""
+
+
+def build_model(cfg) -> torch.nn.Module:
+    """Build the whole model named by ``cfg.MODEL.META_ARCHITECTURE`` on ``cfg.MODEL.DEVICE``."""
+    # Importing the package registers every built-in architecture.
+    import skinformer.modeling  # noqa: F401
+
+    model = META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE)(cfg)
+    model.to(torch.device(cfg.MODEL.DEVICE))
+    return model

@@ -1,0 +1,1 @@
+"""Small shared utilities: distributed helpers, events, logging, seeding, visualisation."""
