@@ -1,0 +1,188 @@
+"""Reading images and masks with explicit encodings and errors that name the file.
+
+Mask encodings (metadata ``mask_encoding``):
+
+* ``"binary"``: foreground/background masks stored as 0/1 or 0/255 PNG, or JPEG with
+  compression grey levels. Values ``> 0`` are foreground when the mask's maximum is 1, otherwise
+  values ``>= 128`` (so 0/255 and JPEG masks are accepted and mapped). Colour masks whose three
+  channels are equal are accepted; other colour masks are an error.
+* ``"index"``: single-channel PNG whose values are class ids ``0..K-1`` or ``ignore_label``.
+* ``"gray_values"``: colour or grey PNG converted to 8-bit luma (ITU-R 601, PIL ``"L"``), each
+  grey value mapped to a class by ``metadata.gray_values`` (Seg-VoFo); unknown values are an error.
+* ``"mat"``: MATLAB ``.mat`` file holding an index map in variable ``metadata.mat_key`` (``"smgt"``).
+
+Decoded label maps hold ``0..K-1`` for classes, ``K`` for background when background is not a
+class (``has_background_class`` False) and ``ignore_label`` for ignored pixels.
+"""
+import os
+from typing import Dict, Optional
+
+import numpy as np
+from PIL import Image, ImageFile
+
+__all__ = [
+    "DataFileError", "read_image", "read_mask_array", "read_sem_seg", "decode_binary",
+    "label_map_from_binary", "MASK_ENCODINGS",
+]
+
+MASK_ENCODINGS = ("binary", "index", "gray_values", "mat")
+
+
+class DataFileError(ValueError):
+    """A data file that cannot be read or does not hold what its dataset declares."""
+
+
+def read_image(file_name: str, format: str = "RGB") -> np.ndarray:
+    """Read an image as ``H×W×3`` uint8 (RGB, or BGR with ``format="BGR"``).
+
+    Raises :class:`DataFileError` naming the file if it is missing, unreadable or truncated.
+    """
+    if not os.path.isfile(file_name):
+        raise DataFileError(f"Image file not found: {file_name}")
+    try:
+        with Image.open(file_name) as img:
+            img.load()  # forces decoding so truncated files fail here, not later
+            img = img.convert("RGB")
+            arr = np.asarray(img)
+    except (OSError, SyntaxError, ValueError) as e:
+        raise DataFileError(f"Cannot read image {file_name}: {e}") from e
+    if format == "BGR":
+        arr = arr[:, :, ::-1]
+    return np.ascontiguousarray(arr)
+
+
+def read_mask_array(file_name: str) -> np.ndarray:
+    """Read a mask file as stored (``H×W`` or ``H×W×C``), without conversion."""
+    if not os.path.isfile(file_name):
+        raise DataFileError(f"Mask file not found: {file_name}")
+    if file_name.lower().endswith(".mat"):
+        raise DataFileError(f"{file_name} is a MATLAB file; read it with encoding 'mat'")
+    try:
+        with Image.open(file_name) as img:
+            img.load()
+            if img.mode in ("P",):
+                arr = np.asarray(img)  # palette indices are the labels
+            elif img.mode in ("1",):
+                arr = np.asarray(img.convert("L"))
+            else:
+                arr = np.asarray(img)
+    except (OSError, SyntaxError, ValueError) as e:
+        raise DataFileError(f"Cannot read mask {file_name}: {e}") from e
+    return arr
+
+
+def _to_single_channel(arr: np.ndarray, file_name: str, what: str) -> np.ndarray:
+    if arr.ndim == 2:
+        return arr
+    if arr.ndim == 3 and arr.shape[2] in (3, 4):
+        rgb = arr[:, :, :3]
+        if (rgb[:, :, 0] == rgb[:, :, 1]).all() and (rgb[:, :, 1] == rgb[:, :, 2]).all():
+            return rgb[:, :, 0]
+        if what == "binary":
+            # JPEG colour masks: grey levels differ slightly per channel; use the channel mean
+            return rgb.astype(np.float32).mean(axis=2)
+        raise DataFileError(
+            f"{file_name} is an RGB mask with differing channels, but {what} masks must be single-channel "
+            "(class ids per pixel). Convert it, or declare mask_encoding 'gray_values' with a value->class map."
+        )
+    raise DataFileError(f"{file_name}: unexpected mask shape {arr.shape}")
+
+
+def decode_binary(arr: np.ndarray, file_name: str = "<array>") -> np.ndarray:
+    """Foreground of a 0/1, 0/255 or JPEG-grey binary mask as a bool ``H×W`` array."""
+    arr = _to_single_channel(arr, file_name, "binary")
+    if arr.size and arr.max() <= 1:
+        return arr > 0
+    return arr >= 128
+
+
+def label_map_from_binary(fg: np.ndarray, has_background_class: bool) -> np.ndarray:
+    """Label map of a binary dataset: lesion = class 0 and background = 1 (no class), or,
+    when background is a class, background = 0 and lesion = 1."""
+    if has_background_class:
+        return fg.astype(np.int64)
+    return np.where(fg, 0, 1).astype(np.int64)
+
+
+def read_sem_seg(file_name: str, metadata) -> np.ndarray:
+    """Decode a semantic mask file into a label map (int64 ``H×W``) following ``metadata``.
+
+    ``metadata`` needs ``classes``, ``ignore_label`` and ``mask_encoding`` (default "binary"),
+    plus ``gray_values`` for "gray_values" and ``mat_key`` for "mat".
+    """
+    encoding = metadata.get("mask_encoding", "binary")
+    num_classes = len(metadata.get("classes"))
+    ignore = metadata.get("ignore_label", 255)
+    has_bg = metadata.get("has_background_class", False)
+    if encoding == "binary":
+        return label_map_from_binary(decode_binary(read_mask_array(file_name), file_name), has_bg)
+    if encoding == "index":
+        arr = _to_single_channel(read_mask_array(file_name), file_name, "index").astype(np.int64)
+        _check_index_values(arr, num_classes, ignore, has_bg, file_name)
+        return arr
+    if encoding == "gray_values":
+        return _decode_gray_values(file_name, metadata.get("gray_values"))
+    if encoding == "mat":
+        arr = _read_mat(file_name, metadata.get("mat_key", "smgt"))
+        _check_index_values(arr, num_classes, ignore, has_bg, file_name)
+        return arr
+    raise DataFileError(f"Unknown mask_encoding '{encoding}' for {file_name}; expected one of {MASK_ENCODINGS}")
+
+
+def _check_index_values(arr, num_classes, ignore, has_bg, file_name):
+    values = np.unique(arr)
+    allowed_max = num_classes - 1 if has_bg else num_classes  # K = background when it is no class
+    bad = [int(v) for v in values if (v < 0 or v > allowed_max) and v != ignore]
+    if bad:
+        hint = ""
+        if num_classes in bad:
+            hint = (f" A label equal to NUM_CLASSES ({num_classes}) would silently become 'no object'"
+                    " in mask-classification models.")
+        if set(int(v) for v in values) <= {0, 255} and 255 != ignore:
+            hint += " The mask looks like a 0/255 binary mask: declare mask_encoding 'binary'."
+        raise DataFileError(
+            f"{file_name}: label values {bad} are outside the {num_classes} classes "
+            f"(allowed 0..{allowed_max} and ignore {ignore}).{hint}"
+        )
+
+
+def _decode_gray_values(file_name: str, gray_values: Optional[Dict[int, int]]) -> np.ndarray:
+    if not gray_values:
+        raise DataFileError(f"{file_name}: mask_encoding 'gray_values' needs metadata.gray_values")
+    if not os.path.isfile(file_name):
+        raise DataFileError(f"Mask file not found: {file_name}")
+    try:
+        with Image.open(file_name) as img:
+            gray = np.asarray(img.convert("L"))
+    except (OSError, SyntaxError, ValueError) as e:
+        raise DataFileError(f"Cannot read mask {file_name}: {e}") from e
+    lut = np.full(256, -1, dtype=np.int64)
+    for g, c in gray_values.items():
+        lut[int(g)] = int(c)
+    out = lut[gray]
+    if (out < 0).any():
+        unknown = sorted(set(int(v) for v in np.unique(gray[out < 0])))
+        raise DataFileError(
+            f"{file_name}: unknown gray values {unknown[:10]} (known: {sorted(int(g) for g in gray_values)}); "
+            "masks must be crisp, without anti-aliasing"
+        )
+    return out
+
+
+def _read_mat(file_name: str, key: str) -> np.ndarray:
+    from scipy.io import loadmat
+
+    if not os.path.isfile(file_name):
+        raise DataFileError(f"Mask file not found: {file_name}")
+    try:
+        data = loadmat(file_name)
+    except (OSError, ValueError, TypeError) as e:
+        raise DataFileError(f"Cannot read MATLAB file {file_name}: {e}") from e
+    if key not in data:
+        keys = [k for k in data if not k.startswith("__")]
+        raise DataFileError(f"{file_name}: no variable '{key}' (found {keys})")
+    return np.asarray(data[key]).astype(np.int64)
+
+
+# Truncated images must fail loudly rather than be silently padded.
+ImageFile.LOAD_TRUNCATED_IMAGES = False
