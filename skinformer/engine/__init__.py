@@ -1,0 +1,14 @@
+"""Training engine: the loop and its hooks, the default workflow, and multi-process launch."""
+from . import hooks
+from .defaults import (
+    DefaultPredictor,
+    DefaultTrainer,
+    check_cfg_against_metadata,
+    create_ddp_model,
+    default_argument_parser,
+    default_setup,
+    default_writers,
+    setup_cfg,
+)
+from .launch import launch
+from .train_loop import AMPTrainer, HookBase, SimpleTrainer, TrainerBase

@@ -1,0 +1,270 @@
+"""fvcore's ``Checkpointer`` made crash-safe and ``weights_only``-safe.
+
+* **Atomic writes**: a checkpoint is written to a temporary file in the same directory,
+  flushed, fsync-ed and renamed over the target (``os.replace``); ``last_checkpoint`` is
+  rewritten the same way only after that. A crash while writing leaves the previous
+  checkpoint and pointer untouched.
+* **Safe formats**: saved data is restricted to tensors, containers, numbers and strings
+  (numpy arrays are turned into tensors) so every file loads with ``torch.load(weights_only=True)``.
+* **Resume with fallback**: a corrupt/truncated file named by ``last_checkpoint`` is reported
+  and the newest previous complete ``model_*.pth`` is used instead.
+* **Foreign weights**: timm / torchvision / detectron2 files are mapped by suffix matching
+  (see :mod:`skinformer.checkpoint.conversion`), with a table of what matched.
+* Only the main process writes; every process can load. Paths/URLs go through iopath's
+  ``PathManager`` (URLs are downloaded and cached).
+"""
+import contextlib
+import logging
+import os
+import re
+import tempfile
+from collections import OrderedDict
+from typing import Any, Callable, Dict, List, Optional
+from urllib.parse import urlparse
+
+import numpy as np
+import torch
+from fvcore.common.checkpoint import Checkpointer
+
+from skinformer.utils import comm
+from skinformer.utils.file_io import PathManager
+
+from .conversion import (
+    CheckpointError,
+    CorruptCheckpointError,
+    UnsafeCheckpointError,
+    align_and_update_state_dicts,
+    read_weights_file,
+    unwrap_state_dict,
+)
+
+__all__ = ["DetectionCheckpointer", "atomic_torch_save", "make_weights_only_safe"]
+
+# marks files written by skinformer: their keys are loaded exactly, never suffix-matched
+_FORMAT_KEY = "__skinformer_format__"
+_FORMAT_VERSION = 1
+_LAST_CHECKPOINT = "last_checkpoint"
+
+
+def _fsync_dir(directory: str) -> None:
+    # make the rename itself durable; not possible on every OS / file system
+    with contextlib.suppress(OSError, AttributeError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _atomic_write(path: str, write_fn: Callable[[Any], None], mode: str = "wb") -> None:
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, mode) as f:
+            write_fn(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
+    _fsync_dir(directory)
+
+
+def atomic_torch_save(obj: Any, path: str) -> None:
+    """``torch.save`` to ``path`` via a temporary file + fsync + ``os.replace``."""
+    _atomic_write(path, lambda f: torch.save(obj, f))
+
+
+_SAFE_SCALARS = (str, int, float, bool, bytes, type(None), torch.dtype, torch.device, torch.Size)
+
+
+def make_weights_only_safe(obj: Any, where: str = "checkpoint") -> Any:
+    """Return ``obj`` with numpy arrays/scalars turned into tensors/numbers; raise ``TypeError``
+    naming the entry for anything ``torch.load(weights_only=True)`` could not read back."""
+    if isinstance(obj, torch.Tensor) or isinstance(obj, _SAFE_SCALARS):
+        return obj
+    if isinstance(obj, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(obj))
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, dict):
+        out = OrderedDict() if isinstance(obj, OrderedDict) else {}
+        for k, v in obj.items():
+            out[k] = make_weights_only_safe(v, f"{where}.{k}")
+        if hasattr(obj, "_metadata"):  # nn.Module.state_dict() version info
+            out._metadata = obj._metadata
+        return out
+    if isinstance(obj, (list, tuple)):
+        converted = [make_weights_only_safe(v, f"{where}[{i}]") for i, v in enumerate(obj)]
+        return converted if isinstance(obj, list) else tuple(converted)
+    raise TypeError(
+        f"'{where}' has type {type(obj).__module__}.{type(obj).__qualname__}, which "
+        "torch.load(weights_only=True) cannot read. state_dict() methods must return tensors, "
+        "containers, numbers and strings only."
+    )
+
+
+_ITER_FILE = re.compile(r"^model_(\d+)\.pth$")
+
+
+class DetectionCheckpointer(Checkpointer):
+    """fvcore ``Checkpointer`` with atomic saves, weights_only loading, resume fallback and
+    suffix matching for foreign weights.
+
+    Args:
+        model: the model (DDP / DataParallel wrappers are unwrapped).
+        save_dir: where checkpoints and ``last_checkpoint`` live (``OUTPUT_DIR``).
+        save_to_disk: default: only on the main process.
+        checkpointables: other objects with ``state_dict`` / ``load_state_dict`` (``trainer=...``).
+    """
+
+    def __init__(self, model: torch.nn.Module, save_dir: str = "", *, save_to_disk: Optional[bool] = None,
+                 **checkpointables: Any):
+        if save_to_disk is None:
+            save_to_disk = comm.is_main_process()
+        super().__init__(model, save_dir, save_to_disk=save_to_disk, **checkpointables)
+        self.logger = logging.getLogger(__name__)
+        self.path_manager = PathManager
+
+    # -- saving ----------------------------------------------------------------------------
+    def save(self, name: str, *, tag_last_checkpoint: bool = True, **kwargs: Any) -> None:
+        """Atomically write ``<save_dir>/<name>.pth`` with the model, every checkpointable and
+        ``kwargs``; then (if ``tag_last_checkpoint``) point ``last_checkpoint`` at it."""
+        if not self.save_dir or not self.save_to_disk:
+            return
+        data: Dict[str, Any] = {"model": self.model.state_dict()}
+        for key, obj in self.checkpointables.items():
+            data[key] = obj.state_dict()
+        data.update(kwargs)
+        data[_FORMAT_KEY] = _FORMAT_VERSION
+        data = make_weights_only_safe(data)
+        basename = f"{name}.pth"
+        save_file = os.path.join(self.save_dir, basename)
+        self.logger.info("Saving checkpoint to %s", save_file)
+        atomic_torch_save(data, save_file)
+        if tag_last_checkpoint:
+            self.tag_last_checkpoint(basename)
+
+    def tag_last_checkpoint(self, last_filename_basename: str) -> None:
+        path = os.path.join(self.save_dir, _LAST_CHECKPOINT)
+        _atomic_write(path, lambda f: f.write(last_filename_basename), mode="w")
+
+    # -- loading ---------------------------------------------------------------------------
+    def _resolve_path(self, path: str, source: Optional[str]) -> str:
+        """Local file for ``path`` (URLs are downloaded); FileNotFoundError naming ``source``."""
+        # "?matching_heuristics=True" is an option, not part of the file name
+        path = urlparse(path)._replace(query="").geturl() if "://" in path else path.split("?")[0]
+        if os.path.isfile(path):
+            return path
+        what = f"{source} = '{path}'" if source else f"Checkpoint '{path}'"
+        if "://" not in path:
+            raise FileNotFoundError(f"{what}: file not found (cwd: {os.getcwd()}).")
+        try:
+            local = self.path_manager.get_local_path(path)
+        except Exception as e:  # network or handler errors
+            raise FileNotFoundError(f"{what}: could not be fetched ({type(e).__name__}: {e}).") from e
+        if not os.path.isfile(local):
+            raise FileNotFoundError(f"{what}: could not be fetched (got '{local}').")
+        return local
+
+    def load(self, path: str, checkpointables: Optional[List[str]] = None, *,
+             source: Optional[str] = None) -> Dict[str, Any]:
+        """Load ``path`` (local file or URL). ``checkpointables=None`` loads all of them; ``[]``
+        only the model. ``source`` names where the path came from (e.g. ``"MODEL.WEIGHTS"``)
+        for error messages. Returns the unconsumed extra data (e.g. ``{"iteration": ...}``)."""
+        if not path:
+            self.logger.info("No checkpoint given: the model keeps its initialisation.")
+            return {}
+        heuristics = "matching_heuristics=True" in path
+        local = self._resolve_path(path, source)
+        self.logger.info("[Checkpointer] Loading from %s ...", path)
+        checkpoint = self._load_file(local)
+        if heuristics:
+            checkpoint["matching_heuristics"] = True
+        incompatible = self._load_model(checkpoint)
+        if incompatible is not None:
+            self._log_incompatible_keys(incompatible)
+        restored = []
+        for key in self.checkpointables if checkpointables is None else checkpointables:
+            if key in checkpoint:
+                self.checkpointables[key].load_state_dict(checkpoint.pop(key))
+                restored.append(key)
+        if restored:
+            self.logger.info("Restored from %s: model, %s", path, ", ".join(restored))
+        checkpoint.pop(_FORMAT_KEY, None)
+        checkpoint.pop("matching_heuristics", None)
+        return checkpoint
+
+    def _load_file(self, f: str) -> Dict[str, Any]:
+        loaded = read_weights_file(f)
+        if isinstance(loaded, dict) and loaded.get(_FORMAT_KEY) is not None:
+            return loaded  # our own format: exact keys
+        state = unwrap_state_dict(loaded, f)
+        own_keys = set(self.model.state_dict().keys())
+        # foreign file: exact keys if they all belong to the model, else suffix matching
+        exact = all(k in own_keys or k.startswith("module.") and k[7:] in own_keys for k in state)
+        extra = {}
+        if isinstance(loaded, dict) and "model" in loaded and isinstance(loaded["model"], dict):
+            extra = {k: v for k, v in loaded.items() if k not in ("model", "__author__", "matching_heuristics")
+                     and k not in self.checkpointables}
+        flagged = isinstance(loaded, dict) and bool(loaded.get("matching_heuristics", False))
+        return {"model": state, "matching_heuristics": flagged or not exact, **extra}
+
+    def _load_model(self, checkpoint: Dict[str, Any]):
+        if checkpoint.get("matching_heuristics", False):
+            checkpoint["model"] = align_and_update_state_dicts(self.model.state_dict(), checkpoint["model"])
+        incompatible = super()._load_model(checkpoint)
+        # normalisation constants are buffers models may add; their absence is expected
+        missing = [k for k in incompatible.missing_keys if k not in ("pixel_mean", "pixel_std")]
+        return incompatible._replace(missing_keys=missing)
+
+    # -- resuming --------------------------------------------------------------------------
+    def _previous_checkpoints(self, exclude: str) -> List[str]:
+        """Complete candidates to fall back on, newest first: ``model_final.pth`` then
+        ``model_<iter>.pth`` by decreasing iteration."""
+        if not self.save_dir or not os.path.isdir(self.save_dir):
+            return []
+        found = []
+        for name in os.listdir(self.save_dir):
+            m = _ITER_FILE.match(name)
+            order = float("inf") if name == "model_final.pth" else (int(m.group(1)) if m else None)
+            path = os.path.join(self.save_dir, name)
+            if order is not None and os.path.abspath(path) != os.path.abspath(exclude):
+                found.append((order, path))
+        return [p for _, p in sorted(found, reverse=True)]
+
+    def resume_or_load(self, path: str, *, resume: bool = True, source: Optional[str] = "MODEL.WEIGHTS") -> Dict[str, Any]:
+        """If ``resume`` and ``last_checkpoint`` exists, restore everything from it (falling
+        back to the newest previous complete checkpoint if it is unreadable); otherwise load
+        only the model from ``path``."""
+        if resume and self.has_checkpoint():
+            last = self.get_checkpoint_file()
+            try:
+                return self.load(last)
+            except (CorruptCheckpointError, FileNotFoundError) as e:
+                self.logger.error("Cannot resume from '%s' (named in %s): %s", last,
+                                  os.path.join(self.save_dir, _LAST_CHECKPOINT), e)
+            for candidate in self._previous_checkpoints(exclude=last):
+                try:
+                    out = self.load(candidate)
+                except CorruptCheckpointError as e:
+                    self.logger.error("Previous checkpoint '%s' is unreadable too: %s", candidate, e)
+                    continue
+                self.logger.warning("Resumed from the previous complete checkpoint '%s' instead of '%s'.",
+                                    candidate, last)
+                return out
+            raise CorruptCheckpointError(
+                f"--resume: '{last}' (from last_checkpoint) is unreadable and no other complete "
+                f"model_*.pth exists in '{self.save_dir}'. Remove '{self.save_dir}/last_checkpoint' "
+                "to start from MODEL.WEIGHTS instead."
+            )
+        if resume:
+            self.logger.info("--resume given but no %s in '%s': starting from %s", _LAST_CHECKPOINT,
+                             self.save_dir, f"'{path}'" if path else "scratch")
+        return self.load(path, checkpointables=[], source=source)
+
+
+__all__ += ["CheckpointError", "CorruptCheckpointError", "UnsafeCheckpointError"]

@@ -1,0 +1,343 @@
+"""Hooks used by :class:`DefaultTrainer` (detectron2's set, plus the best-checkpoint hook).
+
+Default order: IterationTimer -> LRScheduler -> PeriodicCheckpointer -> EvalHook ->
+BestCheckpointer -> PeriodicWriter. Checkpointing comes before evaluation so a crash in
+evaluation still leaves a checkpoint; the writer comes last so it prints evaluation results.
+"""
+import datetime
+import logging
+import math
+import time
+from typing import Any, Callable, Dict, List, Optional
+
+import torch
+from fvcore.common.checkpoint import PeriodicCheckpointer as _FvPeriodicCheckpointer
+from fvcore.common.timer import Timer
+
+from skinformer.utils import comm
+from skinformer.utils.events import EventWriter
+
+from .train_loop import HookBase, rng_preserved
+
+__all__ = [
+    "CallbackHook",
+    "IterationTimer",
+    "LRScheduler",
+    "PeriodicCheckpointer",
+    "EvalHook",
+    "BestCheckpointer",
+    "PeriodicWriter",
+    "flatten_results_dict",
+]
+
+logger = logging.getLogger(__name__)
+
+
+class CallbackHook(HookBase):
+    """Run user functions ``f(trainer)`` at the hook points given."""
+
+    def __init__(self, *, before_train=None, after_train=None, before_step=None, after_backward=None,
+                 after_step=None):
+        self._before_train = before_train
+        self._after_train = after_train
+        self._before_step = before_step
+        self._after_backward = after_backward
+        self._after_step = after_step
+
+    def before_train(self):
+        if self._before_train:
+            self._before_train(self.trainer)
+
+    def after_train(self):
+        if self._after_train:
+            self._after_train(self.trainer)
+        # drop the closures: they may hold references to the trainer
+        self._before_train = self._after_train = self._before_step = None
+        self._after_backward = self._after_step = None
+
+    def before_step(self):
+        if self._before_step:
+            self._before_step(self.trainer)
+
+    def after_backward(self):
+        if self._after_backward:
+            self._after_backward(self.trainer)
+
+    def after_step(self):
+        if self._after_step:
+            self._after_step(self.trainer)
+
+
+class IterationTimer(HookBase):
+    """Put the time of each iteration (``time``) in the storage and log the total at the end.
+
+    The first ``warmup_iter`` iterations are excluded from the summary (they include
+    start-up costs such as worker start and cuDNN autotuning).
+    """
+
+    def __init__(self, warmup_iter: int = 3):
+        self._warmup_iter = warmup_iter
+        self._step_timer = Timer()
+        self._start_time = time.perf_counter()
+        self._total_timer = Timer()
+
+    def before_train(self):
+        self._start_time = time.perf_counter()
+        self._total_timer.reset()
+        self._total_timer.pause()
+
+    def after_train(self):
+        total_time = time.perf_counter() - self._start_time
+        total_time_minus_hooks = self._total_timer.seconds()
+        hook_time = total_time - total_time_minus_hooks
+        num_iter = min(self.trainer.iter, self.trainer.max_iter) - self.trainer.start_iter - self._warmup_iter
+        if num_iter > 0 and total_time_minus_hooks > 0:
+            logger.info(
+                "Overall training speed: %d iterations in %s (%.4f s / it)",
+                num_iter, str(datetime.timedelta(seconds=int(total_time_minus_hooks))),
+                total_time_minus_hooks / num_iter,
+            )
+        logger.info("Total training time: %s (%s on hooks)",
+                    str(datetime.timedelta(seconds=int(total_time))),
+                    str(datetime.timedelta(seconds=int(hook_time))))
+
+    def before_step(self):
+        self._step_timer.reset()
+        self._total_timer.resume()
+
+    def after_step(self):
+        iter_done = self.trainer.storage.iter - self.trainer.start_iter + 1
+        if iter_done >= self._warmup_iter:
+            self.trainer.storage.put_scalars(time=self._step_timer.seconds())
+        else:
+            self._start_time = time.perf_counter()
+            self._total_timer.reset()
+        self._total_timer.pause()
+
+
+class LRScheduler(HookBase):
+    """Log the learning rate of the step just taken (``lr``) and step the scheduler."""
+
+    def __init__(self, optimizer: Optional[torch.optim.Optimizer] = None, scheduler=None):
+        # both default to the trainer's own at before_train
+        self._optimizer = optimizer
+        self._scheduler = scheduler
+        self._best_param_group_id = 0
+
+    def before_train(self):
+        self._optimizer = self._optimizer or self.trainer.optimizer
+        if self._scheduler is None:
+            self._scheduler = self.trainer.scheduler
+        self._best_param_group_id = self.get_best_param_group_id(self._optimizer)
+
+    @staticmethod
+    def get_best_param_group_id(optimizer: torch.optim.Optimizer) -> int:
+        """The group that best represents "the" lr: the largest lr, then the most parameters."""
+        largest = max(len(g["params"]) for g in optimizer.param_groups)
+        if largest == 1:
+            # one param per group: the most common lr is the base lr
+            lr_count: Dict[float, int] = {}
+            for g in optimizer.param_groups:
+                lr_count[g["lr"]] = lr_count.get(g["lr"], 0) + 1
+            lr = max(lr_count, key=lr_count.get)
+            return next(i for i, g in enumerate(optimizer.param_groups) if g["lr"] == lr)
+        best = max(range(len(optimizer.param_groups)),
+                   key=lambda i: (optimizer.param_groups[i]["lr"], len(optimizer.param_groups[i]["params"])))
+        return best
+
+    def after_step(self):
+        lr = self._optimizer.param_groups[self._best_param_group_id]["lr"]
+        self.trainer.storage.put_scalar("lr", lr, smoothing_hint=False)
+        self.scheduler.step()
+
+    @property
+    def scheduler(self):
+        return self._scheduler or self.trainer.scheduler
+
+    def state_dict(self):
+        if isinstance(self.scheduler, torch.optim.lr_scheduler.LRScheduler):
+            return self.scheduler.state_dict()
+        return {}
+
+    def load_state_dict(self, state_dict):
+        if isinstance(self.scheduler, torch.optim.lr_scheduler.LRScheduler):
+            logger.info("Restored LR scheduler state (last iteration %s)", state_dict.get("last_epoch"))
+            self.scheduler.load_state_dict(state_dict)
+
+
+class PeriodicCheckpointer(_FvPeriodicCheckpointer, HookBase):
+    """Save ``model_{iter:07d}.pth`` every ``period`` iterations and ``model_final.pth`` after
+    the last iteration. Register it on the main process only (checkpointers of other ranks do
+    not write anyway). Like fvcore's, with ``max_iter`` read from the trainer.
+    """
+
+    def before_train(self):
+        self.max_iter = self.trainer.max_iter
+
+    def after_step(self):
+        # no checkpoint is written for a step that raised (after_step does not run then)
+        self.step(self.trainer.iter)
+
+
+def flatten_results_dict(results: Dict[str, Any]) -> Dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a/b": 1}`` (evaluation results into flat scalar names)."""
+    out: Dict[str, Any] = {}
+    for k, v in results.items():
+        if isinstance(v, dict):
+            for kk, vv in flatten_results_dict(v).items():
+                out[f"{k}/{kk}"] = vv
+        else:
+            out[k] = v
+    return out
+
+
+class EvalHook(HookBase):
+    """Run ``eval_function()`` every ``eval_period`` iterations and after training.
+
+    Periodic evaluations before iteration ``eval_start_iter`` are skipped (SiMaskFormer's
+    ``TEST.EVAL_START_ITER``); the one at ``max_iter`` is left to the final evaluation, which
+    runs after a successful training (``eval_after_train``). Results (a nested dict of floats)
+    are flattened to ``task/metric`` scalars in the storage, so they reach ``metrics.json``.
+    Global RNG states are preserved around the evaluation so a resumed run stays exact.
+    """
+
+    def __init__(self, eval_period: int, eval_function: Callable[[], Dict], eval_start_iter: int = 0,
+                 eval_after_train: bool = True):
+        self._period = int(eval_period)
+        self._func = eval_function
+        self._eval_start_iter = int(eval_start_iter)
+        self._eval_after_train = eval_after_train
+        self.num_evals = 0  # for tests and logging
+
+    def _do_eval(self):
+        with rng_preserved():
+            results = self._func()
+        self.num_evals += 1
+        if results:
+            if not isinstance(results, dict):
+                raise TypeError(f"Eval function must return a dict, got {type(results).__name__}: {results!r}")
+            flattened = flatten_results_dict(results)
+            for k, v in flattened.items():
+                try:
+                    v = float(v)
+                except Exception as e:
+                    raise ValueError(
+                        f"[EvalHook] eval_function should return a nested dict of floats; got '{k}: {v!r}'"
+                    ) from e
+                self.trainer.storage.put_scalar(k, v, smoothing_hint=False)
+        # evaluation can take different time on each process
+        comm.synchronize()
+        return results
+
+    def after_step(self):
+        next_iter = self.trainer.iter + 1
+        if (
+            self._period > 0
+            and next_iter % self._period == 0
+            and next_iter != self.trainer.max_iter  # the final evaluation covers it
+            and next_iter >= self._eval_start_iter
+        ):
+            self._do_eval()
+
+    def after_train(self):
+        # only after a successful run (iter was bumped to max_iter)
+        if self._eval_after_train and self.trainer.iter >= self.trainer.max_iter:
+            self._do_eval()
+        # free the closure (it may reference the trainer and loaders)
+        del self._func
+        self._func = None
+
+
+_BEST_MODES = {"max": lambda new, best: new > best, "min": lambda new, best: new < best}
+
+
+class BestCheckpointer(HookBase):
+    """Save ``model_best.pth`` whenever ``val_metric`` (a flat storage key such as
+    ``"sem_seg/mIoU"``) improves. Must be registered after :class:`EvalHook`. NaN values are
+    ignored (a diverged evaluation never becomes "best"). ``last_checkpoint`` is not changed.
+    """
+
+    def __init__(self, eval_period: int, checkpointer, val_metric: str, mode: str = "max",
+                 file_prefix: str = "model_best"):
+        if mode not in _BEST_MODES:
+            raise ValueError(f"TEST.BEST_CHECKPOINT_MODE must be one of {sorted(_BEST_MODES)}, got '{mode}'")
+        self._period = int(eval_period)
+        self._checkpointer = checkpointer
+        self._val_metric = val_metric
+        self._mode = mode
+        self._compare = _BEST_MODES[mode]
+        self._file_prefix = file_prefix
+        self.best_metric: Optional[float] = None
+        self.best_iter: Optional[int] = None
+
+    def _update_best(self, val: float, iteration: int) -> bool:
+        if math.isnan(val) or math.isinf(val):
+            return False
+        self.best_metric, self.best_iter = float(val), int(iteration)
+        return True
+
+    def _best_checking(self) -> None:
+        latest = self.trainer.storage.latest().get(self._val_metric)
+        if latest is None:
+            logger.warning(
+                "Metric '%s' (TEST.BEST_CHECKPOINT_METRIC) is not among the evaluation results; "
+                "available: %s. Not saving a best checkpoint.",
+                self._val_metric, sorted(self.trainer.storage.latest().keys()),
+            )
+            return
+        value, metric_iter = latest
+        if math.isnan(value):
+            logger.warning("%s is NaN at iteration %d; ignored for the best checkpoint", self._val_metric, metric_iter)
+            return
+        if self.best_metric is None or self._compare(value, self.best_metric):
+            previous = self.best_metric
+            if self._update_best(value, metric_iter):
+                self._checkpointer.save(self._file_prefix, iteration=metric_iter, tag_last_checkpoint=False)
+                logger.info("Saved best model: %s = %.5f at iteration %d (previous best: %s)",
+                            self._val_metric, value, metric_iter, previous)
+        else:
+            logger.info("Not saving as latest %s = %.5f is not better than best %.5f at iteration %d",
+                        self._val_metric, value, self.best_metric, self.best_iter)
+
+    def after_step(self):
+        next_iter = self.trainer.iter + 1
+        if self._period > 0 and next_iter % self._period == 0 and next_iter != self.trainer.max_iter:
+            # only when EvalHook just put a value at this iteration
+            latest = self.trainer.storage.latest().get(self._val_metric)
+            if latest is not None and latest[1] == self.trainer.iter:
+                self._best_checking()
+
+    def after_train(self):
+        if self.trainer.iter >= self.trainer.max_iter:
+            self._best_checking()
+
+    def state_dict(self):
+        if self.best_metric is None:
+            return {}
+        return {"best_metric": self.best_metric, "best_iter": self.best_iter}
+
+    def load_state_dict(self, state_dict):
+        self.best_metric = state_dict.get("best_metric")
+        self.best_iter = state_dict.get("best_iter")
+
+
+class PeriodicWriter(HookBase):
+    """Call every writer every ``period`` iterations, at the last iteration and after training."""
+
+    def __init__(self, writers: List[EventWriter], period: int = 20):
+        self._writers = writers
+        for w in writers:
+            if not isinstance(w, EventWriter):
+                raise TypeError(f"{w!r} is not an EventWriter")
+        self._period = int(period)
+
+    def after_step(self):
+        if (self.trainer.iter + 1) % self._period == 0 or self.trainer.iter == self.trainer.max_iter - 1:
+            for writer in self._writers:
+                writer.write()
+
+    def after_train(self):
+        for writer in self._writers:
+            # flush what is left (e.g. final evaluation results), then close
+            writer.write()
+            writer.close()

@@ -1,0 +1,18 @@
+"""comm helpers without a process group (the 2-process gloo run is in tests/engine/test_launch.py)."""
+import torch
+
+from skinformer.utils import comm
+
+
+def test_single_process_defaults():
+    assert comm.get_world_size() == 1
+    assert comm.get_rank() == 0 and comm.get_local_rank() == 0 and comm.get_local_size() == 1
+    assert comm.is_main_process()
+    comm.synchronize()  # no-op
+    assert comm.all_gather({"a": 1}) == [{"a": 1}]
+    assert comm.gather(3) == [3]
+    t = torch.tensor([2.0])
+    assert comm.all_reduce(t, op="mean") is t and t.item() == 2.0
+    d = {"x": torch.tensor(1.0)}
+    assert comm.reduce_dict(d) is d
+    assert isinstance(comm.shared_random_seed(), int)

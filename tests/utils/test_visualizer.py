@@ -1,0 +1,52 @@
+"""Overlay rules: decision rule per metadata, fill colours, ground-truth contours."""
+import types
+
+import numpy as np
+import torch
+
+from skinformer.structures import Instances
+from skinformer.utils.visualizer import Visualizer, save_image, scores_to_label_map
+
+
+def _meta(**kw):
+    d = {"classes": ["lesion"], "palette": [[255, 0, 0]], "has_background_class": False, "ignore_label": 255}
+    d.update(kw)
+    return types.SimpleNamespace(get=lambda k, default=None: d.get(k, default))
+
+
+def test_decision_rule():
+    s = torch.tensor([[[0.9, 0.4]], [[0.05, 0.45]]])  # K=2, H=1, W=2
+    assert scores_to_label_map(s, has_background_class=False).tolist() == [[0, 2]]  # max <= 0.5 -> background
+    assert scores_to_label_map(s, has_background_class=True).tolist() == [[0, 1]]  # plain argmax
+    assert scores_to_label_map(torch.tensor([[[0.6, 0.5]]]), False).tolist() == [[0, 1]]  # K=1: > 0.5
+
+
+def test_binary_overlay_fill_and_gt_contour(tmp_path):
+    img = np.full((20, 20, 3), 100, np.uint8)
+    scores = torch.zeros(1, 20, 20)
+    scores[0, :10] = 0.9  # top half predicted
+    gt = np.full((20, 20), 1, np.int64)  # 1 = background-not-a-class
+    gt[5:15, 5:15] = 0
+    out = Visualizer(_meta(), alpha=0.5).draw(img, {"sem_seg": scores}, gt)
+    assert out.shape == img.shape and out.dtype == np.uint8
+    assert tuple(out[2, 2]) == (178, 50, 50)  # blended with red
+    assert tuple(out[18, 2]) == (100, 100, 100)  # untouched background
+    assert tuple(out[5, 10]) == (0, 255, 255)  # GT contour in the complementary colour
+    save_image(str(tmp_path / "o.png"), out)
+    assert (tmp_path / "o.png").stat().st_size > 0
+
+
+def test_multilabel_and_instances():
+    img = np.zeros((8, 8, 3), np.uint8)
+    meta = _meta(classes=["a", "b"], palette=[[255, 0, 0], [0, 0, 255]])
+    scores = torch.full((2, 8, 8), 0.9)  # both classes everywhere: overlapping fills
+    out = Visualizer(meta, multi_label=True, alpha=0.5).draw(img, {"sem_seg": scores})
+    assert out[0, 0, 0] > 0 and out[0, 0, 2] > 0
+    inst = Instances((8, 8))
+    inst.pred_masks = torch.zeros(2, 8, 8, dtype=torch.bool)
+    inst.pred_masks[0, :4] = True
+    inst.pred_masks[1, 4:] = True
+    inst.scores = torch.tensor([0.9, 0.2])  # second below threshold: not drawn
+    inst.pred_classes = torch.tensor([1, 0])
+    out = Visualizer(meta, alpha=1.0).draw(img, {"instances": inst})
+    assert tuple(out[0, 0]) == (0, 0, 255) and tuple(out[7, 7]) == (0, 0, 0)
