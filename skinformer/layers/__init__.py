@@ -2,3 +2,11 @@
 from .conv import Conv2d
 from .norm import FrozenBatchNorm2d, LayerNorm2d, convert_frozen_batchnorm, get_norm
 from .shape_spec import ShapeSpec
+from .mlp import MLP
+from .position_encoding import PositionEmbeddingSine, gen_sineembed_for_position
+from .weight_init import c2_msra_fill, c2_xavier_fill
+from .ms_deform_attn import (
+    MSDeformAttn,
+    multi_scale_deformable_attn,
+    multi_scale_deformable_attn_pytorch,
+)
