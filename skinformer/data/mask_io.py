@@ -43,12 +43,12 @@ def read_image(file_name: str, format: str = "RGB") -> np.ndarray:
         with Image.open(file_name) as img:
             img.load()  # forces decoding so truncated files fail here, not later
             img = img.convert("RGB")
-            arr = np.asarray(img)
+            arr = np.array(img)  # a writable copy: augmentations flip/modify in place
     except (OSError, SyntaxError, ValueError) as e:
         raise DataFileError(f"Cannot read image {file_name}: {e}") from e
     if format == "BGR":
-        arr = arr[:, :, ::-1]
-    return np.ascontiguousarray(arr)
+        arr = np.ascontiguousarray(arr[:, :, ::-1])
+    return arr
 
 
 def read_mask_array(file_name: str) -> np.ndarray:

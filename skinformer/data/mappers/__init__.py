@@ -1,0 +1,7 @@
+"""Dataset mappers (dataset dict -> model input). Importing this package registers them in
+``DATASET_MAPPER_REGISTRY``; see :func:`build_dataset_mapper`."""
+from .build import DATASET_MAPPER_REGISTRY, build_dataset_mapper
+from .semantic import SemanticMapper
+from .test_mapper import TestMapper
+from .multilabel import MultiLabelMapper
+from .instance import InstanceMapper

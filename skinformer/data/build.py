@@ -1,0 +1,279 @@
+"""Data loaders.
+
+* :func:`get_dataset_dicts` — dataset dicts of one or more registered names (each tagged with
+  ``dataset_name`` so mappers pick the right metadata).
+* :func:`build_train_loader` -> :class:`TrainLoader`: an infinite iterable of batches
+  (``list[dict]`` of ``SOLVER.IMS_PER_BATCH // world_size`` mapped samples) with
+  ``state_dict()`` / ``load_state_dict()`` for exact resume.
+* :func:`build_test_loader` — a finite DataLoader of ``list[dict]`` batches, sharded over ranks.
+
+How the training stream is made reproducible and resumable: rank-local batch ``j`` holds the
+samples at the rank's stream positions ``j*B .. j*B+B-1`` (:class:`~.samplers.TrainingSampler`),
+each mapped with ``_aug_seed = sample_seed(seed, global position)``. Loader worker ``w`` of ``n``
+builds the batches ``j ≡ w (mod n)`` and the DataLoader returns them in order, so the stream is
+the same for any ``num_workers`` and resuming at batch ``j`` only needs ``j`` and the seed.
+A sample whose mapper returns ``None`` (unreadable file during training) is replaced by the
+next dataset item(s) ``(i + 1) % N, ...`` with seeds ``sample_seed(seed, position, attempt)``.
+"""
+import logging
+from typing import Callable, Dict, List, Optional, Sequence, Union
+
+import torch
+from torch.utils.data import DataLoader
+
+from skinformer.utils import comm
+
+from .catalog import DatasetCatalog, MetadataCatalog
+from .common import DatasetFromList
+from .samplers import InferenceSampler, TrainingSampler, sample_seed
+
+__all__ = ["get_dataset_dicts", "TrainLoader", "build_train_loader", "build_test_loader", "trivial_batch_collator"]
+
+logger = logging.getLogger(__name__)
+
+# a mapper that returns None this many times in a row for one position is a broken dataset
+_MAX_CONSECUTIVE_SKIPS = 50
+
+
+def trivial_batch_collator(batch: List) -> List:
+    """Batches are plain lists of mapped dicts."""
+    return batch
+
+
+def get_dataset_dicts(names: Union[str, Sequence[str]], filter_empty: bool = False) -> List[Dict]:
+    """Concatenated dataset dicts of ``names``; each dict gets ``dataset_name``.
+
+    Args:
+        filter_empty: drop instance-style dicts whose ``annotations`` list is empty.
+
+    Raises ``ValueError`` for an empty dataset or for datasets with different ``classes``.
+    """
+    if isinstance(names, str):
+        names = [names]
+    if len(names) == 0:
+        raise ValueError("get_dataset_dicts: no dataset names given (check DATASETS.TRAIN / DATASETS.TEST)")
+    out: List[Dict] = []
+    first_classes = None
+    for name in names:
+        dicts = DatasetCatalog.get(name)
+        if not isinstance(dicts, list) or len(dicts) == 0:
+            raise ValueError(f"Dataset '{name}' is empty (its registered function returned {type(dicts).__name__} "
+                             f"of length {len(dicts) if hasattr(dicts, '__len__') else '?'})")
+        classes = MetadataCatalog.get(name).get("classes")
+        if first_classes is None:
+            first_classes = (name, classes)
+        elif classes != first_classes[1]:
+            raise ValueError(
+                f"Datasets '{first_classes[0]}' and '{name}' have different classes ({first_classes[1]} vs "
+                f"{classes}); datasets trained or evaluated together must share metadata.classes"
+            )
+        for d in dicts:
+            d = dict(d)
+            d.setdefault("dataset_name", name)
+            out.append(d)
+        logger.info("Loaded %d images from dataset '%s'", len(dicts), name)
+    if filter_empty:
+        before = len(out)
+        out = [d for d in out if "annotations" not in d or len(d["annotations"]) > 0]
+        if before != len(out):
+            logger.info("Removed %d images without annotations; %d left", before - len(out), len(out))
+    return out
+
+
+class _BatchStream(torch.utils.data.IterableDataset):
+    """Yields rank-local batches ``start, start+1, ...``; DataLoader worker ``w`` of ``n`` makes
+    batches ``start + w, start + w + n, ...`` (the DataLoader interleaves them back in order)."""
+
+    def __init__(self, dataset: DatasetFromList, mapper: Callable, sampler: TrainingSampler,
+                 batch_size: int, start_batch: int):
+        self.dataset = dataset
+        self.mapper = mapper
+        self.sampler = sampler
+        self.batch_size = batch_size
+        self.start_batch = start_batch
+
+    def _map_position(self, position: int) -> Dict:
+        n = len(self.dataset)
+        idx = self.sampler.index_at(position)
+        for attempt in range(min(n, _MAX_CONSECUTIVE_SKIPS)):
+            d = self.dataset[(idx + attempt) % n]
+            d["_aug_seed"] = sample_seed(self.sampler.seed, position, attempt)
+            out = self.mapper(d)
+            if out is not None:
+                return out
+        raise RuntimeError(
+            f"The mapper returned None for {min(n, _MAX_CONSECUTIVE_SKIPS)} consecutive dataset items starting "
+            f"at {self.dataset[idx].get('file_name')}; the training data looks unreadable "
+            "(see the warnings above, and run tools/validate_dataset.py)"
+        )
+
+    def make_batch(self, j: int) -> List[Dict]:
+        first = j * self.batch_size
+        return [self._map_position(self.sampler.global_position(k)) for k in range(first, first + self.batch_size)]
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        wid, nw = (0, 1) if info is None else (info.id, info.num_workers)
+        j = self.start_batch + wid
+        while True:
+            yield self.make_batch(j)
+            j += nw
+
+
+def _worker_init(worker_id: int) -> None:
+    # Augmentations use the per-sample generator; seeding the global RNGs only makes stray
+    # uses of np.random/random/torch in user mappers reproducible too.
+    from skinformer.utils.env import seed_all_rng
+
+    info = torch.utils.data.get_worker_info()
+    seed_all_rng((info.dataset.sampler.seed + 1000003 * (worker_id + 1) + info.dataset.start_batch) % 2**31)
+
+
+class TrainLoader:
+    """Infinite iterable of training batches with exact resume.
+
+    Args:
+        dataset: list of dataset dicts (kept serialized, see :class:`~.common.DatasetFromList`).
+        mapper: ``dict -> dict or None``; must draw augmentation randomness from ``_aug_seed``.
+        batch_size: samples per batch on this process.
+        num_workers: DataLoader worker processes (0 = map in the main process).
+        seed: stream seed (>= 0); ``None``/negative = a random seed shared by all ranks.
+        rank, world_size: default from :mod:`skinformer.utils.comm`.
+        shuffle: shuffle each epoch.
+
+    ``state_dict()`` = ``{"num_batches", "seed", "batch_size", "world_size", "dataset_size"}``;
+    after ``load_state_dict(state)`` iteration continues with batch ``num_batches`` — the same
+    samples and augmentations an uninterrupted run would have produced. Use one iterator at a time.
+    """
+
+    def __init__(self, dataset: Sequence[Dict], mapper: Callable, *, batch_size: int, num_workers: int = 0,
+                 seed: Optional[int] = None, rank: Optional[int] = None, world_size: Optional[int] = None,
+                 shuffle: bool = True):
+        if batch_size <= 0:
+            raise ValueError(f"TrainLoader: batch_size must be > 0, got {batch_size}")
+        self.dataset = dataset if isinstance(dataset, DatasetFromList) else DatasetFromList(dataset, copy=False)
+        self.mapper = mapper
+        self.batch_size = int(batch_size)
+        self.num_workers = int(num_workers)
+        self.sampler = TrainingSampler(len(self.dataset), shuffle=shuffle, seed=seed, rank=rank,
+                                       world_size=world_size)
+        self._num_batches = 0
+        self._generation = 0
+
+    @property
+    def seed(self) -> int:
+        return self.sampler.seed
+
+    @property
+    def num_batches(self) -> int:
+        """Batches handed out so far."""
+        return self._num_batches
+
+    def state_dict(self) -> Dict:
+        return {
+            "num_batches": self._num_batches,
+            "seed": self.sampler.seed,
+            "batch_size": self.batch_size,
+            "world_size": self.sampler.world_size,
+            "dataset_size": len(self.dataset),
+        }
+
+    def load_state_dict(self, state: Dict) -> None:
+        for key, now in (("batch_size", self.batch_size), ("world_size", self.sampler.world_size),
+                         ("dataset_size", len(self.dataset))):
+            if key in state and state[key] != now:
+                logger.warning(
+                    "Data loader state was saved with %s=%s but it is now %s: the data stream continues, "
+                    "but not exactly as the original run would have.", key, state[key], now)
+        if state.get("seed") is not None and state["seed"] != self.sampler.seed:
+            logger.info("Data loader: restoring stream seed %d (was %d)", state["seed"], self.sampler.seed)
+            self.sampler = TrainingSampler(len(self.dataset), shuffle=self.sampler._shuffle, seed=state["seed"],
+                                           rank=self.sampler.rank, world_size=self.sampler.world_size)
+        self._num_batches = int(state["num_batches"])
+        self._generation += 1  # a live iterator restarts from the restored position
+        logger.info("Data loader resumes at batch %d (seed %d)", self._num_batches, self.sampler.seed)
+
+    def _make_loader(self, start_batch: int):
+        stream = _BatchStream(self.dataset, self.mapper, self.sampler, self.batch_size, start_batch)
+        if self.num_workers == 0:
+            return iter(stream)
+        return iter(DataLoader(
+            stream, batch_size=None, num_workers=self.num_workers, collate_fn=trivial_batch_collator,
+            worker_init_fn=_worker_init,
+            # own generator: creating the loader must not consume the global torch RNG (exact resume)
+            generator=torch.Generator().manual_seed(self.sampler.seed),
+        ))
+
+    def __iter__(self):
+        while True:
+            generation = self._generation
+            it = self._make_loader(self._num_batches)
+            for batch in it:
+                if generation != self._generation:
+                    break  # state was loaded: restart at the restored batch
+                self._num_batches += 1
+                yield batch
+            del it
+
+
+def build_train_loader(cfg, mapper: Optional[Callable] = None, *, dataset: Optional[List[Dict]] = None,
+                       rank: Optional[int] = None, world_size: Optional[int] = None) -> TrainLoader:
+    """Training loader from ``cfg``: DATASETS.TRAIN, SOLVER.IMS_PER_BATCH (total over processes),
+    DATALOADER.NUM_WORKERS / FILTER_EMPTY_ANNOTATIONS, SEED (>= 0, else a shared random seed).
+
+    ``mapper`` defaults to ``build_dataset_mapper(cfg, is_train=True)``; ``dataset`` to
+    ``get_dataset_dicts(cfg.DATASETS.TRAIN)``.
+    """
+    world_size = comm.get_world_size() if world_size is None else world_size
+    total = int(cfg.SOLVER.IMS_PER_BATCH)
+    if total <= 0 or total % world_size != 0:
+        raise ValueError(f"SOLVER.IMS_PER_BATCH ({total}) must be a positive multiple of the number of "
+                         f"processes ({world_size})")
+    if dataset is None:
+        dataset = get_dataset_dicts(cfg.DATASETS.TRAIN, filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS)
+    if mapper is None:
+        from .mappers import build_dataset_mapper
+
+        mapper = build_dataset_mapper(cfg, is_train=True)
+    seed = cfg.SEED if cfg.SEED >= 0 else None
+    loader = TrainLoader(dataset, mapper, batch_size=total // world_size, num_workers=cfg.DATALOADER.NUM_WORKERS,
+                         seed=seed, rank=rank, world_size=world_size)
+    logger.info("Train loader: %d images, %d per batch per process, %d workers, seed %d",
+                len(loader.dataset), loader.batch_size, loader.num_workers, loader.seed)
+    return loader
+
+
+class _MapDataset(torch.utils.data.Dataset):
+    def __init__(self, dataset: DatasetFromList, mapper: Callable):
+        self.dataset = dataset
+        self.mapper = mapper
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, idx: int) -> Dict:
+        d = self.dataset[idx]
+        out = self.mapper(d)
+        if out is None:
+            raise RuntimeError(f"The test mapper returned None for {d.get('file_name')}; test samples cannot be skipped")
+        return out
+
+
+def build_test_loader(cfg, dataset_name: Union[str, List[Dict]], mapper: Optional[Callable] = None,
+                      batch_size: Optional[int] = None, num_workers: Optional[int] = None,
+                      rank: Optional[int] = None, world_size: Optional[int] = None) -> DataLoader:
+    """Inference loader over one dataset (a registered name or a list of dicts): each rank gets a
+    contiguous shard (:class:`~.samplers.InferenceSampler`), batches of ``batch_size``
+    (default TEST.IMS_PER_BATCH) as ``list[dict]``. ``mapper`` defaults to ``TestMapper(cfg)``."""
+    dicts = get_dataset_dicts(dataset_name) if isinstance(dataset_name, str) else list(dataset_name)
+    if mapper is None:
+        from .mappers import TestMapper
+
+        mapper = TestMapper(cfg)
+    batch_size = int(cfg.TEST.IMS_PER_BATCH if batch_size is None else batch_size)
+    num_workers = int(cfg.DATALOADER.NUM_WORKERS if num_workers is None else num_workers)
+    dataset = _MapDataset(DatasetFromList(dicts, copy=False), mapper)
+    sampler = InferenceSampler(len(dataset), rank=rank, world_size=world_size)
+    batch_sampler = torch.utils.data.BatchSampler(sampler, batch_size, drop_last=False)
+    return DataLoader(dataset, batch_sampler=batch_sampler, num_workers=num_workers,
+                      collate_fn=trivial_batch_collator, generator=torch.Generator().manual_seed(0))

@@ -1,0 +1,145 @@
+"""Multi-label mapper: one binary mask file per class (ISIC 2018 Task 2 attributes) -> model input.
+
+Attribute masks overlap (a pixel can carry pigment network and globules), so they cannot be one
+label map: they travel through the augmentations as a ``K×H×W`` bool stack, transformed exactly
+like the image (nearest resampling; pixels coming from outside the image become False).
+"""
+import copy
+import logging
+from typing import Dict, List, Mapping, Optional
+
+import numpy as np
+import torch
+
+from skinformer.config import configurable
+from skinformer.data.common import check_same_size, image_to_tensor, masks_to_instances, read_or_skip, sample_rng
+from skinformer.data.mask_io import DataFileError, decode_binary, read_image, read_mask_array
+from skinformer.data.transforms import AugmentationList, PadToDivisible, apply_augmentations, build_augmentation
+
+from .build import DATASET_MAPPER_REGISTRY
+from .semantic import dataset_metadata_table
+
+__all__ = ["MultiLabelMapper", "read_label_masks"]
+
+logger = logging.getLogger(__name__)
+
+
+def read_label_masks(files: List[Optional[str]], shape=None) -> np.ndarray:
+    """Stack binary masks (``None`` = empty class) into bool ``K×H×W``; ``shape`` (H, W) is required
+    when every entry is ``None``. Masks of different sizes are an error naming the files."""
+    arrays = [None if f is None else decode_binary(read_mask_array(f), f) for f in files]
+    ref = next(((f, a) for f, a in zip(files, arrays) if a is not None), None)
+    if ref is None and shape is None:
+        raise ValueError("read_label_masks: all entries are None and no shape was given")
+    h, w = ref[1].shape if ref is not None else shape
+    out = np.zeros((len(files), h, w), dtype=bool)
+    for k, (f, a) in enumerate(zip(files, arrays)):
+        if a is None:
+            continue
+        if a.shape != (h, w):
+            raise DataFileError(f"Mask {f} is {a.shape[1]}x{a.shape[0]} (WxH) but {ref[0]} is {w}x{h}; "
+                                "all masks of one image must have its size")
+        out[k] = a
+    return out
+
+
+@DATASET_MAPPER_REGISTRY.register()
+class MultiLabelMapper:
+    """Read the image and its ``label_file_names`` (one per class, ``classes`` order), augment them
+    with the sample's generator (:func:`~skinformer.data.common.sample_rng`), pad, build targets.
+
+    Output dict (the input dict's keys are kept):
+
+    * ``image``: uint8 tensor ``3×h×w`` after augmentation;
+    * ``label_masks``: bool tensor ``K×h×w``, class ``k`` present at a pixel independently of the others;
+    * ``instances``: ``Instances((h, w))`` with one mask per attribute present after augmentation
+      (``gt_classes`` int64 N, ``gt_masks`` bool N×h×w, possibly overlapping; ``gt_boxes`` xyxy from the masks);
+    * ``height``, ``width``: ORIGINAL image size.
+
+    Padding to ``size_divisibility`` (right/bottom) fills the image with 0 and the masks with False.
+    Unreadable files skip the sample in training (warning naming the file) and raise at test time;
+    a mask whose size differs from the image always raises, naming both files.
+    """
+
+    @configurable
+    def __init__(self, is_train: bool = True, *, augmentations: List, metadata, image_format: str = "RGB",
+                 size_divisibility: int = -1):
+        """
+        Args:
+            is_train: skip unreadable samples (True) or raise (False).
+            augmentations: list of :class:`~skinformer.data.transforms.Augmentation`.
+            metadata: one dataset's metadata (``Metadata`` or dict with ``classes``), or
+                ``{dataset_name: metadata}`` picked by the dict's ``dataset_name``.
+            image_format: "RGB" or "BGR".
+            size_divisibility: pad to a multiple of this (<= 0: no padding).
+        """
+        self.is_train = is_train
+        self.augmentations = AugmentationList(augmentations)
+        if hasattr(metadata, "as_dict"):
+            metadata = metadata.as_dict()
+        if isinstance(metadata, Mapping) and "classes" in metadata:
+            metadata = {None: metadata}
+        self.metadata = {k: (v.as_dict() if hasattr(v, "as_dict") else dict(v)) for k, v in metadata.items()}
+        if not self.metadata:
+            raise ValueError("MultiLabelMapper needs the metadata of at least one dataset")
+        self.image_format = image_format
+        self.size_divisibility = size_divisibility
+        logger.info(f"[MultiLabelMapper] augmentations used in {'training' if is_train else 'inference'}: "
+                    f"{self.augmentations}")
+
+    @classmethod
+    def from_config(cls, cfg, is_train: bool = True):
+        names = list(cfg.DATASETS.TRAIN if is_train else cfg.DATASETS.TEST)
+        return {
+            "is_train": is_train,
+            "augmentations": build_augmentation(cfg, is_train),
+            "metadata": dataset_metadata_table(names),
+            "image_format": cfg.INPUT.FORMAT,
+            "size_divisibility": cfg.INPUT.SIZE_DIVISIBILITY,
+        }
+
+    def _metadata_of(self, dataset_dict: Dict) -> Mapping:
+        name = dataset_dict.get("dataset_name")
+        if name in self.metadata:
+            return self.metadata[name]
+        if len(self.metadata) == 1:
+            return next(iter(self.metadata.values()))
+        raise KeyError(f"MultiLabelMapper: no metadata for dataset '{name}' of {dataset_dict.get('file_name')}; "
+                       f"known: {sorted(str(k) for k in self.metadata)}")
+
+    def __call__(self, dataset_dict: Dict) -> Optional[Dict]:
+        dataset_dict = copy.deepcopy(dataset_dict)
+        meta = self._metadata_of(dataset_dict)
+        file_name = dataset_dict["file_name"]
+        files = dataset_dict.get("label_file_names")
+        if files is None:
+            raise KeyError(f"MultiLabelMapper: dataset dict of {file_name} has no 'label_file_names'")
+        num_classes = len(meta["classes"])
+        if len(files) != num_classes:
+            raise DataFileError(f"{file_name}: {len(files)} label files for {num_classes} classes "
+                                f"{list(meta['classes'])}; label_file_names must have one entry per class")
+
+        image = read_or_skip(lambda: read_image(file_name, format=self.image_format), file_name, self.is_train)
+        if image is None:
+            return None
+        masks = read_or_skip(lambda: read_label_masks(files, image.shape[:2]), str(files), self.is_train)
+        if masks is None:
+            return None
+        ref = next((f for f in files if f is not None), None)
+        if ref is not None:
+            check_same_size(image, file_name, masks[0], ref)
+        height, width = image.shape[:2]
+
+        augs = list(self.augmentations.augs)
+        if self.size_divisibility and self.size_divisibility > 0:
+            augs.append(PadToDivisible(self.size_divisibility, pad_value=0))
+        aug_input, _ = apply_augmentations(augs, image, masks=masks, rng=sample_rng(dataset_dict))
+        image, masks = aug_input.image, aug_input.masks.astype(bool)
+
+        present = [k for k in range(num_classes) if masks[k].any()]
+        dataset_dict.pop("_aug_seed", None)
+        dataset_dict["height"], dataset_dict["width"] = height, width
+        dataset_dict["image"] = image_to_tensor(image)
+        dataset_dict["label_masks"] = torch.from_numpy(np.ascontiguousarray(masks))
+        dataset_dict["instances"] = masks_to_instances(masks[present], present, image.shape[:2])
+        return dataset_dict

@@ -1,0 +1,145 @@
+"""Semantic-segmentation mapper: one dataset dict with ``sem_seg_file_name`` -> model input."""
+import copy
+import logging
+from typing import Dict, List, Mapping, Optional
+
+import numpy as np
+import torch
+
+from skinformer.config import configurable
+from skinformer.data.catalog import MetadataCatalog
+from skinformer.data.common import (
+    check_same_size,
+    image_to_tensor,
+    read_or_skip,
+    sample_rng,
+    sem_seg_to_instances,
+)
+from skinformer.data.mask_io import read_image, read_sem_seg
+from skinformer.data.transforms import AugmentationList, PadToDivisible, apply_augmentations, build_augmentation
+
+from .build import DATASET_MAPPER_REGISTRY
+
+__all__ = ["SemanticMapper", "dataset_metadata_table"]
+
+logger = logging.getLogger(__name__)
+
+
+def dataset_metadata_table(names) -> Dict[str, Dict]:
+    """``{name: metadata as a plain dict}`` for ``names``, resolved in the calling (main) process so
+    mappers carry picklable metadata into loader workers instead of looking it up there."""
+    return {n: MetadataCatalog.get(n).as_dict() for n in names}
+
+
+def _normalize_metadata(metadata) -> Dict[Optional[str], Mapping]:
+    # a single metadata (Metadata or dict with "classes") applies to every dataset dict
+    if hasattr(metadata, "as_dict"):
+        metadata = metadata.as_dict()
+    if isinstance(metadata, Mapping) and "classes" in metadata:
+        return {None: dict(metadata)}
+    out = {k: (v.as_dict() if hasattr(v, "as_dict") else dict(v)) for k, v in dict(metadata).items()}
+    if not out:
+        raise ValueError("SemanticMapper needs the metadata of at least one dataset")
+    return out
+
+
+@DATASET_MAPPER_REGISTRY.register()
+class SemanticMapper:
+    """Read image + label map, augment both with the sample's generator, pad, build targets.
+
+    Output dict (the input dict's keys are kept):
+
+    * ``image``: uint8 tensor ``3×h×w`` (``INPUT.FORMAT``, RGB by default) after augmentation;
+    * ``sem_seg``: int64 tensor ``h×w``: classes ``0..K-1``, ``K`` = background when background is
+      not a class, ``ignore_label`` for ignored and padded pixels;
+    * ``instances``: ``Instances((h, w))`` with one mask per class present (``gt_classes`` int64 N,
+      ``gt_masks`` bool N×h×w, ``gt_boxes`` xyxy);
+    * ``height``, ``width``: ORIGINAL image size.
+
+    Padding to ``size_divisibility`` (right/bottom): image with 0, label map with the ignore label.
+    In training an unreadable image or mask logs a warning naming the file and returns ``None``
+    (the loader takes the next sample); at test time it raises ``DataFileError``. Image/mask size
+    mismatches always raise, naming both files.
+    """
+
+    @configurable
+    def __init__(self, is_train: bool = True, *, augmentations: List, metadata, image_format: str = "RGB",
+                 size_divisibility: int = -1):
+        """
+        Args:
+            is_train: skip unreadable samples (True) or raise (False).
+            augmentations: list of :class:`~skinformer.data.transforms.Augmentation`.
+            metadata: one dataset's metadata (``Metadata`` or dict with ``classes``, ``ignore_label``,
+                ``mask_encoding``, ``has_background_class``), or ``{dataset_name: metadata}`` picked by
+                the dict's ``dataset_name`` (set by ``get_dataset_dicts``).
+            image_format: "RGB" or "BGR".
+            size_divisibility: pad to a multiple of this (<= 0: no padding).
+        """
+        self.is_train = is_train
+        self.augmentations = AugmentationList(augmentations)
+        self.metadata = _normalize_metadata(metadata)
+        self.image_format = image_format
+        self.size_divisibility = size_divisibility
+        mode = "training" if is_train else "inference"
+        logger.info(f"[SemanticMapper] augmentations used in {mode}: {self.augmentations}")
+
+    @classmethod
+    def from_config(cls, cfg, is_train: bool = True):
+        names = list(cfg.DATASETS.TRAIN if is_train else cfg.DATASETS.TEST)
+        metadata = dataset_metadata_table(names)
+        ignore = int(cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE)
+        for n, m in metadata.items():
+            if m.get("ignore_label", 255) != ignore:
+                raise ValueError(
+                    f"Dataset '{n}' has ignore_label {m.get('ignore_label')} but MODEL.SEM_SEG_HEAD.IGNORE_VALUE "
+                    f"is {ignore}; they must be equal (the augmentations fill padding with IGNORE_VALUE)"
+                )
+        return {
+            "is_train": is_train,
+            "augmentations": build_augmentation(cfg, is_train),
+            "metadata": metadata,
+            "image_format": cfg.INPUT.FORMAT,
+            "size_divisibility": cfg.INPUT.SIZE_DIVISIBILITY,
+        }
+
+    def _metadata_of(self, dataset_dict: Dict) -> Mapping:
+        name = dataset_dict.get("dataset_name")
+        if name in self.metadata:
+            return self.metadata[name]
+        if len(self.metadata) == 1:
+            return next(iter(self.metadata.values()))
+        raise KeyError(
+            f"SemanticMapper: no metadata for dataset '{name}' of {dataset_dict.get('file_name')}; "
+            f"known: {sorted(str(k) for k in self.metadata)}"
+        )
+
+    def __call__(self, dataset_dict: Dict) -> Optional[Dict]:
+        dataset_dict = copy.deepcopy(dataset_dict)
+        meta = self._metadata_of(dataset_dict)
+        file_name = dataset_dict["file_name"]
+        mask_file = dataset_dict.get("sem_seg_file_name")
+        if mask_file is None:
+            raise KeyError(f"SemanticMapper: dataset dict of {file_name} has no 'sem_seg_file_name'")
+
+        image = read_or_skip(lambda: read_image(file_name, format=self.image_format), file_name, self.is_train)
+        if image is None:
+            return None
+        sem_seg = read_or_skip(lambda: read_sem_seg(mask_file, meta), mask_file, self.is_train)
+        if sem_seg is None:
+            return None
+        check_same_size(image, file_name, sem_seg, mask_file)
+        height, width = image.shape[:2]
+
+        ignore = int(meta.get("ignore_label", 255))
+        augs = list(self.augmentations.augs)
+        if self.size_divisibility and self.size_divisibility > 0:
+            augs.append(PadToDivisible(self.size_divisibility, pad_value=0, seg_pad_value=ignore))
+        aug_input, _ = apply_augmentations(augs, image, sem_seg=sem_seg, rng=sample_rng(dataset_dict))
+        image, sem_seg = aug_input.image, aug_input.sem_seg
+
+        dataset_dict.pop("_aug_seed", None)
+        dataset_dict["height"], dataset_dict["width"] = height, width
+        dataset_dict["image"] = image_to_tensor(image)
+        dataset_dict["sem_seg"] = torch.as_tensor(np.ascontiguousarray(sem_seg).astype(np.int64))
+        dataset_dict["instances"] = sem_seg_to_instances(sem_seg, len(meta["classes"]), ignore)
+        return dataset_dict

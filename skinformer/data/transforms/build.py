@@ -1,0 +1,93 @@
+"""Augmentation pipelines from the config (``INPUT.*`` keys, documented in ``config/defaults.py``)."""
+from typing import List
+
+from .augmentation import Augmentation
+from .augmentation_impl import (
+    ColorAugSSD,
+    ElasticTransform,
+    FixedSizeCrop,
+    RandomCrop,
+    RandomCropCategoryAreaConstraint,
+    RandomFlip,
+    RandomRotation,
+    RandomShear,
+    ResizeScale,
+    ResizeShortestEdge,
+)
+
+__all__ = ["build_augmentation", "build_lsj_augmentation", "build_flip_augmentation"]
+
+# INPUT.RANDOM_FLIP value -> flips to apply (each with p 0.5)
+_FLIPS = {
+    "none": (),
+    "horizontal": (dict(horizontal=True, vertical=False),),
+    "vertical": (dict(horizontal=False, vertical=True),),
+    "both": (dict(horizontal=True, vertical=False), dict(horizontal=False, vertical=True)),
+}
+
+
+def build_flip_augmentation(cfg) -> List[Augmentation]:
+    """Flips selected by ``INPUT.RANDOM_FLIP`` ("none", "horizontal", "vertical", "both"), each p 0.5."""
+    mode = str(cfg.INPUT.RANDOM_FLIP).lower()
+    if mode not in _FLIPS:
+        raise ValueError(f"INPUT.RANDOM_FLIP = '{cfg.INPUT.RANDOM_FLIP}' is not valid; expected one of {list(_FLIPS)}")
+    return [RandomFlip(0.5, **kw) for kw in _FLIPS[mode]]
+
+
+def build_augmentation(cfg, is_train: bool) -> List[Augmentation]:
+    """The semantic-segmentation pipeline.
+
+    Training, in order (each step only when enabled):
+    ``RandomRotation`` (INPUT.ROTATION.*, prob per sample) -> ``ResizeShortestEdge``
+    (MIN_SIZE_TRAIN, MAX_SIZE_TRAIN, MIN_SIZE_TRAIN_SAMPLING) -> crop (INPUT.CROP.*, category-area
+    constrained when SINGLE_CATEGORY_MAX_AREA < 1) -> ``RandomShear`` (INPUT.SHEAR.*) ->
+    ``ElasticTransform`` (INPUT.ELASTIC.*) -> ``ColorAugSSD`` (INPUT.COLOR_AUG_SSD) -> flips
+    (INPUT.RANDOM_FLIP). Filled label pixels get MODEL.SEM_SEG_HEAD.IGNORE_VALUE.
+
+    Test: ``ResizeShortestEdge(MIN_SIZE_TEST, MAX_SIZE_TEST)`` only (nothing if MIN_SIZE_TEST is 0).
+    Padding to INPUT.SIZE_DIVISIBILITY is done by the mappers (:class:`PadToDivisible`).
+    """
+    inp = cfg.INPUT
+    if not is_train:
+        return [ResizeShortestEdge(inp.MIN_SIZE_TEST, inp.MAX_SIZE_TEST, "choice")] if inp.MIN_SIZE_TEST > 0 else []
+
+    ignore = int(cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE)
+    augs: List[Augmentation] = []
+    if inp.ROTATION.PROB > 0:
+        augs.append(RandomRotation(inp.ROTATION.ANGLE, expand=inp.ROTATION.EXPAND, prob=inp.ROTATION.PROB,
+                                   seg_fill=ignore))
+    augs.append(ResizeShortestEdge(inp.MIN_SIZE_TRAIN, inp.MAX_SIZE_TRAIN, inp.MIN_SIZE_TRAIN_SAMPLING))
+    if inp.CROP.ENABLED:
+        if inp.CROP.SINGLE_CATEGORY_MAX_AREA < 1.0:
+            augs.append(RandomCropCategoryAreaConstraint(inp.CROP.TYPE, inp.CROP.SIZE,
+                                                         inp.CROP.SINGLE_CATEGORY_MAX_AREA, ignore))
+        else:
+            augs.append(RandomCrop(inp.CROP.TYPE, inp.CROP.SIZE))
+    if inp.SHEAR.PROB > 0:
+        augs.append(RandomShear(inp.SHEAR.MAX, prob=inp.SHEAR.PROB, seg_fill=ignore))
+    if inp.ELASTIC.PROB > 0:
+        augs.append(ElasticTransform(inp.ELASTIC.ALPHA, inp.ELASTIC.SIGMA, prob=inp.ELASTIC.PROB))
+    if inp.COLOR_AUG_SSD:
+        augs.append(ColorAugSSD(img_format=inp.FORMAT))
+    augs.extend(build_flip_augmentation(cfg))
+    return augs
+
+
+def build_lsj_augmentation(cfg, is_train: bool) -> List[Augmentation]:
+    """Large-scale jitter (instance recipes): rotation (if enabled), flips, ``ResizeScale(MIN_SCALE,
+    MAX_SCALE, IMAGE_SIZE, IMAGE_SIZE)`` and ``FixedSizeCrop(IMAGE_SIZE)`` padded with 128 / ignore.
+    At test time the same as :func:`build_augmentation`."""
+    if not is_train:
+        return build_augmentation(cfg, is_train=False)
+    inp = cfg.INPUT
+    ignore = int(cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE)
+    augs: List[Augmentation] = []
+    if inp.ROTATION.PROB > 0:
+        augs.append(RandomRotation(inp.ROTATION.ANGLE, expand=inp.ROTATION.EXPAND, prob=inp.ROTATION.PROB,
+                                   seg_fill=ignore))
+    augs.extend(build_flip_augmentation(cfg))
+    augs.append(ResizeScale(inp.MIN_SCALE, inp.MAX_SCALE, inp.IMAGE_SIZE, inp.IMAGE_SIZE))
+    augs.append(FixedSizeCrop((inp.IMAGE_SIZE, inp.IMAGE_SIZE), pad_value=128.0, seg_pad_value=ignore))
+    if inp.COLOR_AUG_SSD:
+        augs.append(ColorAugSSD(img_format=inp.FORMAT))
+    return augs
