@@ -6,7 +6,7 @@
 image → backbone (timm / ResNet, res2–res5) → MSDeformAttn pixel decoder → SiMaskFormer decoder
 (two-stage query selection by the UOME cost head, mask denoising, L refinement layers) →
 one prediction set per layer → criterion with one Hungarian assignment on the summed cost (SML)
-or inference. The three ablation switches (``MODEL.SIMASKFORMER.{UOME, AMR, SINGLE_MATCHING}``)
+or inference. The three ablation switches (``MODEL.SIMASKFORMER.{UOME, AMR, SML}``)
 are tagged where they act. Numbers are the configured defaults (``config/mask_former.py``).
 """
 import argparse
@@ -40,7 +40,7 @@ SWITCHES = (
      "rank tokens by the learned matching-cost head;\nFalse: by max class logit (MaskDINO)"),
     ("AMR", "MODEL.SIMASKFORMER.AMR",
      "mask-driven pos. query, gated sampling, mask refinement;\nFalse: box-driven DINO layers, masks predicted directly"),
-    ("SML", "MODEL.SIMASKFORMER.SINGLE_MATCHING",
+    ("SML", "MODEL.SIMASKFORMER.SML",
      "one Hungarian on costs summed over layers;\nFalse: one Hungarian per layer (Mask2Former)"),
 )
 

@@ -65,6 +65,28 @@ _C.MODEL.SEM_SEG_HEAD.NORM = "GN"
 _C.MODEL.SEM_SEG_HEAD.LOSS_WEIGHT = 1.0
 # Per-pixel loss: "ce", "ce+dice", "bce+dice" (binary), "focal+dice".
 _C.MODEL.SEM_SEG_HEAD.LOSS_TYPE = "ce+dice"
+# --- per-pixel heads (PerPixelSegmentor; modeling/sem_seg_heads) ---
+# Name in SEM_SEG_HEAD_REGISTRY: "FPNHead", "DeepLabV3PlusHead", "UNetHead", "SegFormerHead".
+_C.MODEL.SEM_SEG_HEAD.NAME = "FPNHead"
+# Weight of the Dice term relative to the CE / focal / BCE term (both are then x LOSS_WEIGHT).
+_C.MODEL.SEM_SEG_HEAD.DICE_WEIGHT = 1.0
+# Focusing parameter of the softmax focal loss ("focal+dice").
+_C.MODEL.SEM_SEG_HEAD.FOCAL_GAMMA = 2.0
+# Dropout before the classifier (DeepLabV3+: after the ASPP projection; SegFormer: after fusion).
+_C.MODEL.SEM_SEG_HEAD.DROPOUT = 0.1
+# DeepLabV3+ (detectron2 DeepLab project names): ASPP on IN_FEATURES[-1], low-level projections.
+_C.MODEL.SEM_SEG_HEAD.ASPP_CHANNELS = 256
+_C.MODEL.SEM_SEG_HEAD.ASPP_DILATIONS = [6, 12, 18]
+_C.MODEL.SEM_SEG_HEAD.PROJECT_FEATURES = ["res2"]
+_C.MODEL.SEM_SEG_HEAD.PROJECT_CHANNELS = [48]
+# U-Net decoder: channels of each up block from deepest to shallowest (extra entries are used
+# by skip-less up blocks when COMMON_STRIDE is finer than the shallowest feature).
+_C.MODEL.SEM_SEG_HEAD.UNET_DECODER_CHANNELS = [256, 128, 64, 32, 16]
+# Attention gates on the skip connections (Attention U-Net) and residual double-conv blocks.
+_C.MODEL.SEM_SEG_HEAD.UNET_ATTENTION_GATES = False
+_C.MODEL.SEM_SEG_HEAD.UNET_RESIDUAL = False
+# Pad the normalised batch to a multiple of this (at least the backbone's size_divisibility).
+_C.MODEL.SEM_SEG_HEAD.SIZE_DIVISIBILITY = 32
 
 # ---------------------------------------------------------------------------------------------
 # Input and augmentation
@@ -95,6 +117,8 @@ _C.INPUT.ROTATION = CN()
 _C.INPUT.ROTATION.PROB = 0.0
 _C.INPUT.ROTATION.ANGLE = (-90.0, 90.0)
 _C.INPUT.ROTATION.EXPAND = True
+# Decide once per run (not per sample) whether to rotate, as the original SiMaskFormer did.
+_C.INPUT.ROTATION.ONCE_PER_RUN = False
 _C.INPUT.ELASTIC = CN()
 _C.INPUT.ELASTIC.PROB = 0.0
 _C.INPUT.ELASTIC.ALPHA = 1300.0

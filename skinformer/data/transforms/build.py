@@ -1,5 +1,8 @@
 """Augmentation pipelines from the config (``INPUT.*`` keys, documented in ``config/defaults.py``)."""
+import logging
 from typing import List
+
+import numpy as np
 
 from .augmentation import Augmentation
 from .augmentation_impl import (
@@ -53,9 +56,7 @@ def build_augmentation(cfg, is_train: bool) -> List[Augmentation]:
 
     ignore = int(cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE)
     augs: List[Augmentation] = []
-    if inp.ROTATION.PROB > 0:
-        augs.append(RandomRotation(inp.ROTATION.ANGLE, expand=inp.ROTATION.EXPAND, prob=inp.ROTATION.PROB,
-                                   seg_fill=ignore))
+    augs.extend(_build_rotation(cfg, ignore))
     augs.append(ResizeShortestEdge(inp.MIN_SIZE_TRAIN, inp.MAX_SIZE_TRAIN, inp.MIN_SIZE_TRAIN_SAMPLING))
     if inp.CROP.ENABLED:
         if inp.CROP.SINGLE_CATEGORY_MAX_AREA < 1.0:
@@ -73,6 +74,27 @@ def build_augmentation(cfg, is_train: bool) -> List[Augmentation]:
     return augs
 
 
+def _build_rotation(cfg, ignore: int) -> List[Augmentation]:
+    """Rotation with probability ``INPUT.ROTATION.PROB`` decided per sample, or — with
+    ``INPUT.ROTATION.ONCE_PER_RUN`` (the original SiMaskFormer's behaviour, spec §10 #2) — decided
+    once when the mapper is built, so a whole run either always or never rotates."""
+    inp = cfg.INPUT
+    prob = inp.ROTATION.PROB
+    if prob <= 0:
+        return []
+    # MODEL.SIMASKFORMER.ORIGINAL_QUIRKS promises the original's behaviour end to end, and the
+    # once-per-run rotation (spec §10 #2) lives in its data pipeline, so it is honoured here too.
+    quirks = cfg.MODEL.META_ARCHITECTURE == "SiMaskFormer" and cfg.MODEL.SIMASKFORMER.get("ORIGINAL_QUIRKS", False)
+    if inp.ROTATION.ONCE_PER_RUN or quirks:
+        rng = np.random.default_rng(None if cfg.SEED < 0 else cfg.SEED)
+        prob = 1.0 if rng.random() < prob else 0.0
+        logging.getLogger(__name__).info(
+            "INPUT.ROTATION.ONCE_PER_RUN: rotation is %s for this whole run", "ON" if prob else "OFF")
+        if prob == 0.0:
+            return []
+    return [RandomRotation(inp.ROTATION.ANGLE, expand=inp.ROTATION.EXPAND, prob=prob, seg_fill=ignore)]
+
+
 def build_lsj_augmentation(cfg, is_train: bool) -> List[Augmentation]:
     """Large-scale jitter (instance recipes): rotation (if enabled), flips, ``ResizeScale(MIN_SCALE,
     MAX_SCALE, IMAGE_SIZE, IMAGE_SIZE)`` and ``FixedSizeCrop(IMAGE_SIZE)`` padded with 128 / ignore.
@@ -82,9 +104,7 @@ def build_lsj_augmentation(cfg, is_train: bool) -> List[Augmentation]:
     inp = cfg.INPUT
     ignore = int(cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE)
     augs: List[Augmentation] = []
-    if inp.ROTATION.PROB > 0:
-        augs.append(RandomRotation(inp.ROTATION.ANGLE, expand=inp.ROTATION.EXPAND, prob=inp.ROTATION.PROB,
-                                   seg_fill=ignore))
+    augs.extend(_build_rotation(cfg, ignore))
     augs.extend(build_flip_augmentation(cfg))
     augs.append(ResizeScale(inp.MIN_SCALE, inp.MAX_SCALE, inp.IMAGE_SIZE, inp.IMAGE_SIZE))
     augs.append(FixedSizeCrop((inp.IMAGE_SIZE, inp.IMAGE_SIZE), pad_value=128.0, seg_pad_value=ignore))

@@ -1,0 +1,33 @@
+"""A plain multi-layer perceptron (DETR's box / mask-embedding heads)."""
+from typing import Callable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+__all__ = ["MLP"]
+
+
+class MLP(nn.Module):
+    """``num_layers`` Linear layers with ``activation`` between them (none after the last).
+
+    ``...×input_dim`` -> ``...×output_dim``; hidden layers have ``hidden_dim`` features.
+    """
+
+    def __init__(self, input_dim: int, hidden_dim: int, output_dim: int, num_layers: int,
+                 activation: Callable[[torch.Tensor], torch.Tensor] = F.relu):
+        super().__init__()
+        if num_layers < 1:
+            raise ValueError(f"MLP: num_layers must be >= 1, got {num_layers}")
+        self.num_layers = num_layers
+        self.activation = activation
+        dims_in = [input_dim] + [hidden_dim] * (num_layers - 1)
+        dims_out = [hidden_dim] * (num_layers - 1) + [output_dim]
+        self.layers = nn.ModuleList(nn.Linear(i, o) for i, o in zip(dims_in, dims_out))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for i, layer in enumerate(self.layers):
+            x = layer(x)
+            if i < self.num_layers - 1:
+                x = self.activation(x)
+        return x

@@ -1,0 +1,73 @@
+"""Point sampling of mask logits (PointRend), used by the matcher and the mask losses.
+
+Mask losses and matching costs are computed on a fixed number of points per mask instead of
+every pixel: memory stays independent of the image size, and predictions (stride 4) and ground
+truth (input resolution) are compared at the same continuous locations.
+"""
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["point_sample", "calculate_uncertainty", "get_uncertain_point_coords_with_randomness"]
+
+
+def point_sample(input: torch.Tensor, point_coords: torch.Tensor, **kwargs) -> torch.Tensor:
+    """Bilinearly sample ``input`` at normalised points (``F.grid_sample`` with [0, 1] coordinates).
+
+    Args:
+        input: ``N×C×H×W``.
+        point_coords: ``N×P×2`` or ``N×Hg×Wg×2`` (x, y) in [0, 1] × [0, 1] of the whole map.
+        kwargs: passed to ``F.grid_sample`` (``align_corners`` defaults to False: 0 and 1 are
+            the outer edges of the border pixels).
+    Returns:
+        ``N×C×P`` or ``N×C×Hg×Wg``.
+    """
+    add_dim = point_coords.dim() == 3
+    if add_dim:
+        point_coords = point_coords.unsqueeze(2)
+    kwargs.setdefault("align_corners", False)
+    out = F.grid_sample(input, 2.0 * point_coords.to(input.dtype) - 1.0, **kwargs)
+    if add_dim:
+        out = out.squeeze(3)
+    return out
+
+
+def calculate_uncertainty(logits: torch.Tensor) -> torch.Tensor:
+    """Uncertainty of mask logits = ``-|logit|`` (highest at the decision boundary). Shape kept."""
+    return -torch.abs(logits)
+
+
+def get_uncertain_point_coords_with_randomness(
+    coarse_logits: torch.Tensor,
+    uncertainty_func: Callable[[torch.Tensor], torch.Tensor],
+    num_points: int,
+    oversample_ratio: float,
+    importance_sample_ratio: float,
+) -> torch.Tensor:
+    """PointRend training points: the most uncertain of ``oversample_ratio·num_points`` random
+    points (``importance_sample_ratio`` of them) plus fresh uniform random points.
+
+    Args:
+        coarse_logits: ``N×1×H×W`` mask logits.
+        uncertainty_func: ``N×1×P`` logits -> ``N×1×P`` uncertainty.
+    Returns:
+        ``N×num_points×2`` (x, y) in [0, 1], on ``coarse_logits``' device.
+    """
+    if oversample_ratio < 1:
+        raise ValueError(f"oversample_ratio must be >= 1, got {oversample_ratio}")
+    if not 0 <= importance_sample_ratio <= 1:
+        raise ValueError(f"importance_sample_ratio must be in [0, 1], got {importance_sample_ratio}")
+    num_boxes = coarse_logits.shape[0]
+    device = coarse_logits.device
+    num_sampled = int(num_points * oversample_ratio)
+    point_coords = torch.rand(num_boxes, num_sampled, 2, device=device)
+    point_logits = point_sample(coarse_logits, point_coords)
+    point_uncertainties = uncertainty_func(point_logits)
+    num_uncertain = int(importance_sample_ratio * num_points)
+    num_random = num_points - num_uncertain
+    idx = torch.topk(point_uncertainties[:, 0, :], k=num_uncertain, dim=1)[1]
+    point_coords = torch.gather(point_coords, 1, idx[:, :, None].expand(-1, -1, 2))
+    if num_random > 0:
+        point_coords = torch.cat([point_coords, torch.rand(num_boxes, num_random, 2, device=device)], dim=1)
+    return point_coords
