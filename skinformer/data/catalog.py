@@ -21,16 +21,20 @@ Its *metadata* (the only place that defines them) holds:
 Built-in names are *resolved lazily*: the first ``DatasetCatalog.get(name)`` or
 ``MetadataCatalog.get(name)`` in a process registers the family the name belongs to, reading
 ``SKINFORMER_DATASETS`` at that moment. This works in processes spawned by ``launch()``,
-because nothing depends on import-time side effects.
+because nothing depends on import-time side effects. :func:`reset_lazy_resolution` undoes it, so
+that the next lookup reads ``SKINFORMER_DATASETS`` again (tests, or a changed root at run time).
 """
 import copy
 import logging
 import os
 import types
 from collections import UserDict
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, Iterable, List, Optional
 
-__all__ = ["DatasetCatalog", "MetadataCatalog", "Metadata", "datasets_root", "register_lazy_provider"]
+__all__ = [
+    "DatasetCatalog", "MetadataCatalog", "Metadata", "datasets_root", "register_lazy_provider",
+    "reset_lazy_resolution",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +72,30 @@ def _resolve(name: str) -> None:
 
 
 _RESOLVED: set = set()
+
+
+def reset_lazy_resolution(names: Optional[Iterable[str]] = None) -> List[str]:
+    """Forget that lazy providers ran and remove what they registered.
+
+    The next ``DatasetCatalog.get`` / ``MetadataCatalog.get`` of such a name calls its provider
+    again, reading ``$SKINFORMER_DATASETS`` at that moment. Meant for tests (registrations are
+    process-global) and for users who point ``SKINFORMER_DATASETS`` elsewhere at run time.
+
+    Args:
+        names: the names to forget: their ``DatasetCatalog`` and ``MetadataCatalog`` entries are
+            removed (whoever registered them) and their resolution is forgotten. Pass whole
+            families: a provider re-registers every name of its family, and refuses names still
+            registered. ``None``: every name a lazy provider has registered so far.
+
+    Returns:
+        the names that were forgotten.
+    """
+    names = sorted(_RESOLVED) if names is None else list(names)
+    for n in names:
+        DatasetCatalog.remove(n)
+        MetadataCatalog.remove(n)
+        _RESOLVED.discard(n)
+    return names
 
 
 class _DatasetCatalog(UserDict):

@@ -11,11 +11,15 @@ Mapper side (used by every mapper, semantic, multi-label and instance):
   and returns ``None`` (the mapper then returns ``None`` and the loader takes the next sample), at
   test time the :class:`~skinformer.data.mask_io.DataFileError` propagates;
 * :func:`check_same_size` — image/mask size mismatch error naming both files and sizes;
+* :func:`metadata_table` / :func:`metadata_of` — a mapper's ``{dataset_name: metadata}`` and the
+  entry for one dataset dict; :func:`mapper_arguments` — the ``from_config`` arguments they share;
+* :func:`augment_sample` — the mapper's augmentations plus padding, with the sample's generator;
+* :func:`finish_sample` — the output keys every mapper sets (``image``, original ``height``/``width``);
 * :func:`image_to_tensor`, :func:`sem_seg_to_instances`, :func:`masks_to_instances`.
 """
 import logging
 import pickle
-from typing import Any, Callable, Dict, Optional, Sequence
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
@@ -23,10 +27,12 @@ import torch
 from skinformer.structures import BitMasks, Boxes, Instances
 
 from .mask_io import DataFileError
+from .transforms import AugInput, PadToDivisible, apply_augmentations
 
 __all__ = [
     "DatasetFromList", "sample_rng", "read_or_skip", "check_same_size", "image_to_tensor",
-    "sem_seg_to_instances", "masks_to_instances",
+    "sem_seg_to_instances", "masks_to_instances", "metadata_table", "metadata_of", "mapper_arguments",
+    "augment_sample", "finish_sample",
 ]
 
 logger = logging.getLogger(__name__)
@@ -99,6 +105,74 @@ def check_same_size(image: np.ndarray, image_file: str, mask: np.ndarray, mask_f
             f"Image/mask size mismatch: image {image_file} is {iw}x{ih} (WxH) but mask {mask_file} is "
             f"{mw}x{mh}. Masks must have the size of their image; run tools/validate_dataset.py."
         )
+
+
+def metadata_table(metadata, owner: str, required: bool = True) -> Dict[Optional[str], Dict]:
+    """A mapper's ``metadata`` argument as ``{dataset_name: metadata as a plain dict}``.
+
+    One dataset's metadata (``Metadata`` or a mapping with ``classes``) becomes ``{None: ...}`` and
+    applies to every dataset dict. ``required``: an empty table is an error naming ``owner``.
+    """
+    if hasattr(metadata, "as_dict"):
+        metadata = metadata.as_dict()
+    if isinstance(metadata, Mapping) and "classes" in metadata:
+        return {None: dict(metadata)}
+    table = {k: (v.as_dict() if hasattr(v, "as_dict") else dict(v)) for k, v in dict(metadata or {}).items()}
+    if required and not table:
+        raise ValueError(f"{owner} needs the metadata of at least one dataset")
+    return table
+
+
+def metadata_of(table: Mapping[Optional[str], Mapping], dataset_dict: Dict, owner: str) -> Mapping:
+    """The metadata of ``dataset_dict["dataset_name"]`` in ``table`` (the only entry when there is
+    one); ``KeyError`` naming ``owner``, the dataset and the known names otherwise."""
+    name = dataset_dict.get("dataset_name")
+    if name in table:
+        return table[name]
+    if len(table) == 1:
+        return next(iter(table.values()))
+    raise KeyError(
+        f"{owner}: no metadata for dataset '{name}' of {dataset_dict.get('file_name')}; "
+        f"known: {sorted(str(k) for k in table)}"
+    )
+
+
+def mapper_arguments(cfg, is_train: bool, augmentations: list, metadata) -> Dict[str, Any]:
+    """The ``from_config`` keyword arguments every mapper takes (``INPUT.FORMAT``,
+    ``INPUT.SIZE_DIVISIBILITY`` plus the given augmentations and metadata)."""
+    return {
+        "is_train": is_train,
+        "augmentations": augmentations,
+        "metadata": metadata,
+        "image_format": cfg.INPUT.FORMAT,
+        "size_divisibility": cfg.INPUT.SIZE_DIVISIBILITY,
+    }
+
+
+def augment_sample(augmentations, size_divisibility: int, dataset_dict: Dict, image: np.ndarray, *,
+                   sem_seg: Optional[np.ndarray] = None, masks: Optional[np.ndarray] = None,
+                   seg_pad_value: int = 255) -> AugInput:
+    """Augment one sample with the generator of :func:`sample_rng`.
+
+    ``augmentations`` (an ``AugmentationList`` or list) is followed, when ``size_divisibility > 0``,
+    by right/bottom padding to a multiple of it: the image with 0, ``sem_seg`` with
+    ``seg_pad_value`` (the ignore label), ``masks`` with False. Returns the augmented
+    :class:`~skinformer.data.transforms.AugInput` (``.image``, ``.sem_seg``, ``.masks``).
+    """
+    augs = list(getattr(augmentations, "augs", augmentations))
+    if size_divisibility and size_divisibility > 0:
+        augs.append(PadToDivisible(size_divisibility, pad_value=0, seg_pad_value=seg_pad_value))
+    aug_input, _ = apply_augmentations(augs, image, sem_seg=sem_seg, masks=masks, rng=sample_rng(dataset_dict))
+    return aug_input
+
+
+def finish_sample(dataset_dict: Dict, image: np.ndarray, height: int, width: int) -> Dict:
+    """Set the output keys every mapper has: ``image`` (uint8 ``3×h×w`` tensor of the augmented
+    image) and the ORIGINAL ``height`` / ``width``; drop the loader's ``_aug_seed``."""
+    dataset_dict.pop("_aug_seed", None)
+    dataset_dict["height"], dataset_dict["width"] = height, width
+    dataset_dict["image"] = image_to_tensor(image)
+    return dataset_dict
 
 
 def image_to_tensor(image: np.ndarray) -> torch.Tensor:

@@ -3,15 +3,24 @@
 Test mappers may drop the ground-truth keys from the dicts they hand to the model (detectron2's
 do), so evaluators first look in the input dict and otherwise in the registered dataset's dicts,
 matched by ``file_name``.
+
+:class:`LabelMapEvaluator` is the common base of the evaluators that score ``sem_seg`` outputs
+against a semantic dataset's label maps (``sem_seg``, ``isic_task1`` / ``binary``): arguments,
+``from_config``, output checks and ground-truth lookup live there once.
 """
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
 from skinformer.data import mask_io
 
-__all__ = ["GroundTruthLookup", "mask_metadata_kwargs", "read_label_map", "read_binary_stack"]
+from .evaluator import DatasetEvaluator
+
+__all__ = [
+    "GroundTruthLookup", "mask_metadata_kwargs", "read_label_map", "read_binary_stack",
+    "check_prediction_size", "check_scores", "LabelMapEvaluator",
+]
 
 
 class GroundTruthLookup:
@@ -96,3 +105,88 @@ def read_binary_stack(files: List[Optional[str]], shape, device: torch.device,
             )
         out[i] = m
     return torch.from_numpy(out).to(device, non_blocking=True)
+
+
+def check_prediction_size(pred_hw, input_dict: dict, what: str = "sem_seg") -> None:
+    """Predictions must be at the original resolution (``height``, ``width`` of the input dict)."""
+    h, w = input_dict.get("height"), input_dict.get("width")
+    if h is not None and w is not None and tuple(pred_hw) != (int(h), int(w)):
+        raise ValueError(
+            f"'{what}' output for {input_dict.get('file_name')!r} is {pred_hw[0]}×{pred_hw[1]} but the image is "
+            f"{h}×{w}: models must return predictions at the original resolution (height, width)"
+        )
+
+
+def check_scores(scores: torch.Tensor, input_dict: dict, classes: Sequence[str], what: str = "classes") -> None:
+    """``sem_seg`` scores must be ``K×H×W`` (one channel per entry of ``classes``, called ``what``
+    in the error) at the original resolution of ``input_dict``."""
+    if scores.dim() != 3 or scores.shape[0] != len(classes):
+        raise ValueError(
+            f"'sem_seg' output for {input_dict.get('file_name')!r} has shape {tuple(scores.shape)}; expected "
+            f"{len(classes)}×H×W for {what} {list(classes)}"
+        )
+    check_prediction_size(scores.shape[1:], input_dict)
+
+
+class LabelMapEvaluator(DatasetEvaluator):
+    """Base of evaluators comparing ``{"sem_seg": K×H×W}`` scores with ``sem_seg_file_name`` label maps.
+
+    Subclasses decorate their ``__init__`` with ``@configurable``, pass these arguments through and
+    implement ``reset`` / ``process`` / ``evaluate``; :meth:`_scores_and_gt_file` and
+    :meth:`_check_gt_size` do the checks every ``process`` needs.
+    """
+
+    def __init__(self, *, classes: Sequence[str], ignore_label: int = 255, has_background_class: bool = False,
+                 background_index: int = 0, mask_encoding: str = "binary", gray_values: Optional[dict] = None,
+                 mat_key: str = "smgt", dataset_name: Optional[str] = None, gt_table: Optional[Dict[str, str]] = None,
+                 threshold: float = 0.5, output_dir: Optional[str] = None, device: str = "cpu",
+                 task_name: str = "sem_seg"):
+        """
+        Args:
+            classes: class names of the ``sem_seg`` channels (``len == K``; ``["lesion"]`` for binary data).
+            ignore_label / has_background_class / mask_encoding / gray_values / mat_key: how the
+                ground-truth files are decoded (dataset metadata, see ``skinformer.data.mask_io``).
+            background_index: the background class when ``has_background_class``.
+            dataset_name / gt_table: where to find ``sem_seg_file_name`` when the input dicts lack it.
+            threshold: decision threshold on the scores when background is not a class (contract: 0.5).
+            output_dir: where the subclass writes its files (``None``: nothing is written).
+            device: where statistics are reduced across processes (``cfg.MODEL.DEVICE``).
+            task_name: key of the results (``{task_name: {metric: value}}``).
+        """
+        self._classes = list(classes)
+        self._num_classes = len(self._classes)
+        self._ignore = ignore_label
+        self._has_bg = has_background_class
+        self._bg_index = background_index
+        self._mask_meta = {
+            "classes": self._classes, "ignore_label": ignore_label, "has_background_class": has_background_class,
+            "mask_encoding": mask_encoding, "gray_values": gray_values, "mat_key": mat_key,
+        }
+        self._gt = GroundTruthLookup("sem_seg_file_name", dataset_name, gt_table)
+        self._threshold = threshold
+        self._output_dir = output_dir
+        self._device = torch.device(device)
+        self._task = task_name
+        self.reset()
+
+    @classmethod
+    def from_config(cls, cfg, dataset_name: str, output_dir: Optional[str] = None) -> Dict[str, Any]:
+        from skinformer.data.catalog import MetadataCatalog
+
+        meta = MetadataCatalog.get(dataset_name)
+        return dict(mask_metadata_kwargs(meta), dataset_name=dataset_name, output_dir=output_dir,
+                    device=cfg.MODEL.DEVICE)
+
+    def _scores_and_gt_file(self, input_dict: dict, output: dict) -> Tuple[torch.Tensor, str]:
+        """The checked ``K×H×W`` scores of one output and the ground-truth file of its input."""
+        scores = output["sem_seg"]
+        check_scores(scores, input_dict, self._classes)
+        return scores, self._gt(input_dict)
+
+    @staticmethod
+    def _check_gt_size(gt_hw, gt_file: str, input_dict: dict, scores: torch.Tensor) -> None:
+        if tuple(gt_hw) != tuple(scores.shape[1:]):
+            raise ValueError(
+                f"Ground truth {gt_file} is {gt_hw[0]}×{gt_hw[1]} but the prediction for "
+                f"{input_dict.get('file_name')!r} is {scores.shape[1]}×{scores.shape[2]}"
+            )

@@ -20,7 +20,7 @@ Statistics crossing processes: one float64 vector of per-image-metric sums and p
 import csv
 import logging
 import os
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional
 
 import torch
 
@@ -29,18 +29,17 @@ from skinformer.data import mask_io
 from skinformer.utils import comm
 
 from .build import EVALUATOR_REGISTRY
-from .evaluator import DatasetEvaluator, all_reduce_statistics
-from .ground_truth import GroundTruthLookup, mask_metadata_kwargs, read_label_map
+from .evaluator import all_reduce_statistics
+from .ground_truth import LabelMapEvaluator, read_label_map
 from .metrics import (ISIC_TASK1_PER_IMAGE_KEYS, binary_confusion, foreground_from_scores, isic_task1_per_image,
                       isic_task1_statistics, isic_task1_summary)
-from .sem_seg_evaluation import check_prediction_size
 
 __all__ = ["ISICTask1Evaluator"]
 
 logger = logging.getLogger(__name__)
 
 
-class ISICTask1Evaluator(DatasetEvaluator):
+class ISICTask1Evaluator(LabelMapEvaluator):
     """Per-image binary confusion counts of foreground (any class) vs ground-truth foreground.
 
     Foreground of the prediction follows the decision rule (``max_c score > 0.5`` without a
@@ -49,46 +48,18 @@ class ISICTask1Evaluator(DatasetEvaluator):
     """
 
     @configurable
-    def __init__(self, *, classes: Sequence[str], ignore_label: int = 255, has_background_class: bool = False,
-                 background_index: int = 0, mask_encoding: str = "binary", gray_values: Optional[dict] = None,
-                 mat_key: str = "smgt", dataset_name: Optional[str] = None, gt_table: Optional[Dict[str, str]] = None,
-                 threshold: float = 0.5, output_dir: Optional[str] = None, device: str = "cpu",
-                 task_name: str = "isic_task1"):
+    def __init__(self, *, task_name: str = "isic_task1", **kwargs):
         """
         Args:
-            classes: class names of the ``sem_seg`` channels (``["lesion"]`` for binary data).
-            ignore_label / has_background_class / mask_encoding / gray_values / mat_key: decoding
-                of the ground-truth files (dataset metadata; see ``skinformer.data.mask_io``).
-            background_index: the background class when ``has_background_class``.
-            dataset_name / gt_table: where to find ``sem_seg_file_name`` when the inputs lack it.
-            threshold: decision threshold on the scores (contract: 0.5).
-            output_dir: if set, per-image counts and metrics are written to ``<task>_per_image.csv``
-                (the only case where per-image data is gathered across processes).
-            device: where statistics are reduced across processes (``cfg.MODEL.DEVICE``).
+            task_name: key of the results (``"binary"`` for the ``binary`` evaluator type).
+            kwargs: the ground-truth and decision arguments of
+                :class:`~skinformer.evaluation.ground_truth.LabelMapEvaluator` (``classes``,
+                ``ignore_label``, ``has_background_class``, ``background_index``, ``mask_encoding``,
+                ``gray_values``, ``mat_key``, ``dataset_name``, ``gt_table``, ``threshold``, ``device``).
+                With ``output_dir``, per-image counts and metrics are written to
+                ``<task>_per_image.csv`` (the only case where per-image data is gathered across processes).
         """
-        self._classes = list(classes)
-        self._num_classes = len(self._classes)
-        self._ignore = ignore_label
-        self._has_bg = has_background_class
-        self._bg_index = background_index
-        self._mask_meta = {
-            "classes": self._classes, "ignore_label": ignore_label, "has_background_class": has_background_class,
-            "mask_encoding": mask_encoding, "gray_values": gray_values, "mat_key": mat_key,
-        }
-        self._gt = GroundTruthLookup("sem_seg_file_name", dataset_name, gt_table)
-        self._threshold = threshold
-        self._output_dir = output_dir
-        self._device = torch.device(device)
-        self._task = task_name
-        self.reset()
-
-    @classmethod
-    def from_config(cls, cfg, dataset_name: str, output_dir: Optional[str] = None) -> Dict[str, Any]:
-        from skinformer.data.catalog import MetadataCatalog
-
-        meta = MetadataCatalog.get(dataset_name)
-        return dict(mask_metadata_kwargs(meta), dataset_name=dataset_name, output_dir=output_dir,
-                    device=cfg.MODEL.DEVICE)
+        super().__init__(task_name=task_name, **kwargs)
 
     def reset(self) -> None:
         self._counts: List[torch.Tensor] = []  # one int64 [tp, fp, fn, tn] per image, on the outputs' device
@@ -111,20 +82,9 @@ class ISICTask1Evaluator(DatasetEvaluator):
 
     def process(self, inputs: List[dict], outputs: List[dict]) -> None:
         for inp, out in zip(inputs, outputs):
-            scores = out["sem_seg"]
-            if scores.dim() != 3 or scores.shape[0] != self._num_classes:
-                raise ValueError(
-                    f"'sem_seg' output for {inp.get('file_name')!r} has shape {tuple(scores.shape)}; expected "
-                    f"{self._num_classes}×H×W for classes {self._classes}"
-                )
-            check_prediction_size(scores.shape[1:], inp)
-            gt_file = self._gt(inp)
+            scores, gt_file = self._scores_and_gt_file(inp, out)
             gt_fg, valid = self._read_gt_foreground(gt_file, scores.device)
-            if gt_fg.shape != scores.shape[1:]:
-                raise ValueError(
-                    f"Ground truth {gt_file} is {gt_fg.shape[0]}×{gt_fg.shape[1]} but the prediction for "
-                    f"{inp.get('file_name')!r} is {scores.shape[1]}×{scores.shape[2]}"
-                )
+            self._check_gt_size(gt_fg.shape, gt_file, inp, scores)
             pred_fg = foreground_from_scores(scores, self._has_bg, self._threshold, self._bg_index)
             self._counts.append(binary_confusion(pred_fg, gt_fg, valid))
             self._image_ids.append(inp.get("image_id", inp.get("file_name")))

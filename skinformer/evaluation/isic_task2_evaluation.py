@@ -22,9 +22,8 @@ from skinformer.utils import comm
 
 from .build import EVALUATOR_REGISTRY
 from .evaluator import DatasetEvaluator, all_reduce_statistics
-from .ground_truth import GroundTruthLookup, read_binary_stack
+from .ground_truth import GroundTruthLookup, check_scores, read_binary_stack
 from .metrics import isic_task2_summary, multilabel_confusion, multilabel_from_scores
-from .sem_seg_evaluation import check_prediction_size
 
 __all__ = ["ISICTask2Evaluator"]
 
@@ -69,12 +68,7 @@ class ISICTask2Evaluator(DatasetEvaluator):
         k = len(self._classes)
         for inp, out in zip(inputs, outputs):
             scores = out["sem_seg"]
-            if scores.dim() != 3 or scores.shape[0] != k:
-                raise ValueError(
-                    f"'sem_seg' output for {inp.get('file_name')!r} has shape {tuple(scores.shape)}; expected "
-                    f"{k}×H×W for attributes {self._classes}"
-                )
-            check_prediction_size(scores.shape[1:], inp)
+            check_scores(scores, inp, self._classes, what="attributes")
             files = list(self._gt(inp))
             if len(files) != k:
                 raise ValueError(

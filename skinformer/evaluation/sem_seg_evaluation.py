@@ -12,7 +12,7 @@ fixed-bin score histogram) and ``mAUC``.
 import json
 import logging
 import os
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional
 
 import torch
 from tabulate import tabulate
@@ -21,8 +21,8 @@ from skinformer.config import configurable
 from skinformer.utils import comm
 
 from .build import EVALUATOR_REGISTRY
-from .evaluator import DatasetEvaluator, all_reduce_statistics
-from .ground_truth import GroundTruthLookup, mask_metadata_kwargs, read_label_map
+from .evaluator import all_reduce_statistics
+from .ground_truth import LabelMapEvaluator, check_prediction_size, read_label_map
 from .metrics import confusion_matrix, labels_from_scores, roc_auc_from_histograms, score_histograms, sem_seg_summary
 
 __all__ = ["SemSegEvaluator", "check_prediction_size"]
@@ -30,17 +30,7 @@ __all__ = ["SemSegEvaluator", "check_prediction_size"]
 logger = logging.getLogger(__name__)
 
 
-def check_prediction_size(pred_hw, input_dict: dict, what: str = "sem_seg") -> None:
-    """Predictions must be at the original resolution (``height``, ``width`` of the input dict)."""
-    h, w = input_dict.get("height"), input_dict.get("width")
-    if h is not None and w is not None and tuple(pred_hw) != (int(h), int(w)):
-        raise ValueError(
-            f"'{what}' output for {input_dict.get('file_name')!r} is {pred_hw[0]}×{pred_hw[1]} but the image is "
-            f"{h}×{w}: models must return predictions at the original resolution (height, width)"
-        )
-
-
-class SemSegEvaluator(DatasetEvaluator):
+class SemSegEvaluator(LabelMapEvaluator):
     """(K+1)² confusion matrix of the decision-rule labels vs the ground-truth label map.
 
     Bin ``K`` is "background, no class" (used when ``has_background_class`` is False). Ground truth
@@ -48,50 +38,25 @@ class SemSegEvaluator(DatasetEvaluator):
     """
 
     @configurable
-    def __init__(self, *, classes: Sequence[str], ignore_label: int = 255, has_background_class: bool = False,
-                 background_index: int = 0, mask_encoding: str = "binary", gray_values: Optional[dict] = None,
-                 mat_key: str = "smgt", dataset_name: Optional[str] = None, gt_table: Optional[Dict[str, str]] = None,
-                 threshold: float = 0.5, roc_auc: bool = False, roc_auc_bins: int = 1000,
-                 output_dir: Optional[str] = None, device: str = "cpu", task_name: str = "sem_seg"):
+    def __init__(self, *, roc_auc: bool = False, roc_auc_bins: int = 1000, task_name: str = "sem_seg", **kwargs):
         """
         Args:
-            classes: class names (``len == K`` = the number of ``sem_seg`` channels).
-            ignore_label / has_background_class / mask_encoding / gray_values / mat_key: how the
-                ground-truth files are decoded (dataset metadata, see ``skinformer.data.mask_io``).
-            background_index: the background class when ``has_background_class`` (for ``*_fg`` means).
-            dataset_name / gt_table: where to find ``sem_seg_file_name`` when the input dicts lack it.
-            threshold: decision threshold when background is not a class.
             roc_auc, roc_auc_bins: also compute per-class ROC-AUC from a ``roc_auc_bins`` histogram.
-            output_dir: if set, ``sem_seg_evaluation.json`` (results + confusion matrix) is written there.
-            device: where statistics are reduced across processes (``cfg.MODEL.DEVICE``).
+            task_name: key of the results.
+            kwargs: the ground-truth and decision arguments of
+                :class:`~skinformer.evaluation.ground_truth.LabelMapEvaluator` (``classes``,
+                ``ignore_label``, ``has_background_class``, ``background_index`` for the ``*_fg``
+                means, ``mask_encoding``, ``gray_values``, ``mat_key``, ``dataset_name``, ``gt_table``,
+                ``threshold``, ``device``). With ``output_dir``, ``sem_seg_evaluation.json`` (results
+                + confusion matrix) is written there.
         """
-        self._classes = list(classes)
-        self._num_classes = len(self._classes)
-        self._ignore = ignore_label
-        self._has_bg = has_background_class
-        self._bg_index = background_index
-        self._mask_meta = {
-            "classes": self._classes, "ignore_label": ignore_label, "has_background_class": has_background_class,
-            "mask_encoding": mask_encoding, "gray_values": gray_values, "mat_key": mat_key,
-        }
-        self._gt = GroundTruthLookup("sem_seg_file_name", dataset_name, gt_table)
-        self._threshold = threshold
         self._roc_auc = roc_auc
         self._roc_bins = roc_auc_bins
-        self._output_dir = output_dir
-        self._device = torch.device(device)
-        self._task = task_name
-        self.reset()
+        super().__init__(task_name=task_name, **kwargs)
 
     @classmethod
     def from_config(cls, cfg, dataset_name: str, output_dir: Optional[str] = None) -> Dict[str, Any]:
-        from skinformer.data.catalog import MetadataCatalog
-
-        meta = MetadataCatalog.get(dataset_name)
-        return dict(
-            mask_metadata_kwargs(meta), dataset_name=dataset_name, roc_auc=cfg.TEST.ROC_AUC,
-            output_dir=output_dir, device=cfg.MODEL.DEVICE,
-        )
+        return dict(super().from_config(cfg, dataset_name, output_dir), roc_auc=cfg.TEST.ROC_AUC)
 
     def reset(self) -> None:
         self._conf: Optional[torch.Tensor] = None
@@ -100,20 +65,9 @@ class SemSegEvaluator(DatasetEvaluator):
 
     def process(self, inputs: List[dict], outputs: List[dict]) -> None:
         for inp, out in zip(inputs, outputs):
-            scores = out["sem_seg"]
-            if scores.dim() != 3 or scores.shape[0] != self._num_classes:
-                raise ValueError(
-                    f"'sem_seg' output for {inp.get('file_name')!r} has shape {tuple(scores.shape)}; expected "
-                    f"{self._num_classes}×H×W for classes {self._classes}"
-                )
-            check_prediction_size(scores.shape[1:], inp)
-            gt_file = self._gt(inp)
+            scores, gt_file = self._scores_and_gt_file(inp, out)
             gt = read_label_map(gt_file, self._mask_meta, scores.device)
-            if gt.shape != scores.shape[1:]:
-                raise ValueError(
-                    f"Ground truth {gt_file} is {gt.shape[0]}×{gt.shape[1]} but the prediction for "
-                    f"{inp.get('file_name')!r} is {scores.shape[1]}×{scores.shape[2]}"
-                )
+            self._check_gt_size(gt.shape, gt_file, inp, scores)
             pred = labels_from_scores(scores, self._has_bg, self._threshold)
             conf = confusion_matrix(pred, gt, self._num_classes + 1, self._ignore)
             self._conf = conf if self._conf is None else self._conf + conf

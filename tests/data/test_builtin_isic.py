@@ -9,35 +9,11 @@ import torch
 from PIL import Image
 
 from skinformer.config import get_cfg
-from skinformer.data import catalog
 from skinformer.data.catalog import DatasetCatalog, MetadataCatalog
 from skinformer.data.datasets import isic, ph2
-from skinformer.data.datasets.builtin import BUILTIN_FAMILIES
 from skinformer.data.datasets.utils import DatasetNotFoundError
 from skinformer.data.mappers import build_dataset_mapper
 from skinformer.data.mask_io import DataFileError, read_sem_seg
-
-
-def _forget(names):
-    for n in names:
-        DatasetCatalog.remove(n)
-        MetadataCatalog.remove(n)
-        catalog._RESOLVED.discard(n)
-
-
-@pytest.fixture
-def use_root(monkeypatch):
-    """Point SKINFORMER_DATASETS at a root and make the family resolve afresh (registrations are global)."""
-    used = []
-
-    def _use(family, root):
-        monkeypatch.setenv("SKINFORMER_DATASETS", str(root))
-        names = BUILTIN_FAMILIES[family][1]()
-        _forget(names)
-        used.extend(names)
-
-    yield _use
-    _forget(used)
 
 
 def _img(path, h=20, w=24, seed=0, fmt=None):

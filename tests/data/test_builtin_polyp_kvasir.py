@@ -7,35 +7,12 @@ import pytest
 from PIL import Image
 
 from skinformer.config import get_cfg
-from skinformer.data import catalog
 from skinformer.data.catalog import DatasetCatalog, MetadataCatalog
 from skinformer.data.datasets import kvasir
-from skinformer.data.datasets.builtin import BUILTIN_FAMILIES
 from skinformer.data.mappers import build_dataset_mapper
 from skinformer.data.mask_io import DataFileError
 
 H, W = 40, 48
-
-
-def _forget(names):
-    for n in names:
-        DatasetCatalog.remove(n)
-        MetadataCatalog.remove(n)
-        catalog._RESOLVED.discard(n)
-
-
-@pytest.fixture
-def use_root(monkeypatch):
-    used = []
-
-    def _use(family, root):
-        monkeypatch.setenv("SKINFORMER_DATASETS", str(root))
-        names = BUILTIN_FAMILIES[family][1]()
-        _forget(names)
-        used.extend(names)
-
-    yield _use
-    _forget(used)
 
 
 def _img(path, seed=0, h=H, w=W):

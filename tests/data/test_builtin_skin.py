@@ -8,10 +8,8 @@ import numpy as np
 import pytest
 
 from skinformer.config import get_cfg
-from skinformer.data import catalog
 from skinformer.data.catalog import DatasetCatalog, MetadataCatalog
 from skinformer.data.datasets import skin
-from skinformer.data.datasets.builtin import BUILTIN_FAMILIES
 from skinformer.data.datasets.utils import DatasetNotFoundError
 from skinformer.data.mappers import build_dataset_mapper
 from skinformer.data.mask_io import DataFileError
@@ -25,27 +23,6 @@ def _tool(name):
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
-
-
-def _forget(names):
-    for n in names:
-        DatasetCatalog.remove(n)
-        MetadataCatalog.remove(n)
-        catalog._RESOLVED.discard(n)
-
-
-@pytest.fixture
-def use_root(monkeypatch):
-    used = []
-
-    def _use(family, root):
-        monkeypatch.setenv("SKINFORMER_DATASETS", str(root))
-        names = BUILTIN_FAMILIES[family][1]()
-        _forget(names)
-        used.extend(names)
-
-    yield _use
-    _forget(used)
 
 
 def _make_skin_root(tmp_path, n=10, skin_type="mela"):

@@ -7,10 +7,8 @@ import pytest
 from PIL import Image
 
 from skinformer.config import get_cfg
-from skinformer.data import catalog
 from skinformer.data.catalog import DatasetCatalog, MetadataCatalog
 from skinformer.data.datasets import vofo
-from skinformer.data.datasets.builtin import BUILTIN_FAMILIES
 from skinformer.data.datasets.utils import DatasetNotFoundError
 from skinformer.data.mappers import build_dataset_mapper
 from skinformer.data.mask_io import DataFileError, read_sem_seg
@@ -65,27 +63,6 @@ def _vofo(root):
             json.dump({"images": [{"id": k, "file_name": f"img/v{k}.jpg", "mask_name": f"ann/v{k}.png"}
                                   for k in range(2)]}, f)
     return base
-
-
-def _forget(names):
-    for n in names:
-        DatasetCatalog.remove(n)
-        MetadataCatalog.remove(n)
-        catalog._RESOLVED.discard(n)
-
-
-@pytest.fixture
-def use_root(monkeypatch):
-    used = []
-
-    def _use(family, root):
-        monkeypatch.setenv("SKINFORMER_DATASETS", str(root))
-        names = BUILTIN_FAMILIES[family][1]()
-        _forget(names)
-        used.extend(names)
-
-    yield _use
-    _forget(used)
 
 
 def test_colours_really_are_colour():

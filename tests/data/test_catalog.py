@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from skinformer.data.catalog import DatasetCatalog, MetadataCatalog, register_lazy_provider
+from skinformer.data.catalog import DatasetCatalog, MetadataCatalog, register_lazy_provider, reset_lazy_resolution
 from skinformer.data.datasets.utils import DatasetNotFoundError, require_path
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -45,6 +45,29 @@ def test_lazy_provider_resolves_on_first_lookup():
     finally:
         DatasetCatalog.remove("lazy_unit_a")
         MetadataCatalog.remove("lazy_unit_a")
+
+
+def test_reset_lazy_resolution_runs_the_provider_again(monkeypatch):
+    roots = []
+
+    def provider():
+        roots.append(os.environ["SKINFORMER_DATASETS"])
+        DatasetCatalog.register("lazy_unit_b", lambda: [{"file_name": roots[-1]}])
+        MetadataCatalog.get("lazy_unit_b").set(root=roots[-1])
+
+    register_lazy_provider(["lazy_unit_b"], provider)
+    try:
+        monkeypatch.setenv("SKINFORMER_DATASETS", "/first")
+        assert DatasetCatalog.get("lazy_unit_b") == [{"file_name": "/first"}]
+        monkeypatch.setenv("SKINFORMER_DATASETS", "/second")
+        assert MetadataCatalog.get("lazy_unit_b").root == "/first"  # resolved once per process ...
+        assert reset_lazy_resolution(["lazy_unit_b"]) == ["lazy_unit_b"]
+        assert "lazy_unit_b" not in DatasetCatalog and "lazy_unit_b" not in MetadataCatalog
+        assert MetadataCatalog.get("lazy_unit_b").root == "/second"  # ... until reset
+        assert "lazy_unit_b" in reset_lazy_resolution()  # None: everything providers registered
+        assert DatasetCatalog.get("lazy_unit_b") == [{"file_name": "/second"}] and len(roots) == 3
+    finally:
+        reset_lazy_resolution(["lazy_unit_b"])
 
 
 def test_unknown_dataset_lists_names():

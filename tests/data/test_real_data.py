@@ -6,9 +6,7 @@ import numpy as np
 import pytest
 
 from skinformer.config import get_cfg
-from skinformer.data import catalog
 from skinformer.data.catalog import DatasetCatalog, MetadataCatalog
-from skinformer.data.datasets.builtin import BUILTIN_FAMILIES
 from skinformer.data.datasets.kvasir import instances_from_mask
 from skinformer.data.mappers import build_dataset_mapper
 from skinformer.data.validation import validate_dataset_dicts
@@ -20,20 +18,10 @@ pytestmark = pytest.mark.skipif(not (SHARED / "isic2017").is_dir() or not (SHARE
                                 reason=f"real data not found in {SHARED}")
 
 
-def _forget(names):
-    for n in names:
-        DatasetCatalog.remove(n)
-        MetadataCatalog.remove(n)
-        catalog._RESOLVED.discard(n)
-
-
 @pytest.fixture
-def shared_root(monkeypatch):
-    monkeypatch.setenv("SKINFORMER_DATASETS", str(SHARED))
-    names = BUILTIN_FAMILIES["isic"][1]() + BUILTIN_FAMILIES["kvasir"][1]()
-    _forget(names)
-    yield
-    _forget(names)
+def shared_root(use_root):
+    use_root("isic", SHARED)
+    use_root("kvasir", SHARED)
 
 
 def test_isic2017_loads_validates_and_maps(shared_root):

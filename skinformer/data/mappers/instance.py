@@ -6,19 +6,22 @@ from the transformed masks (transformed polygons' boxes are wrong after rotation
 """
 import copy
 import logging
-from typing import Dict, List, Mapping, Optional
+from typing import Dict, List, Optional
 
 import numpy as np
 
 from skinformer.config import configurable
-from skinformer.data.common import image_to_tensor, masks_to_instances, read_or_skip, sample_rng
-from skinformer.data.mask_io import DataFileError, read_image
-from skinformer.data.transforms import (
-    AugmentationList,
-    PadToDivisible,
-    apply_augmentations,
-    build_lsj_augmentation,
+from skinformer.data.common import (
+    augment_sample,
+    finish_sample,
+    mapper_arguments,
+    masks_to_instances,
+    metadata_of,
+    metadata_table,
+    read_or_skip,
 )
+from skinformer.data.mask_io import DataFileError, read_image
+from skinformer.data.transforms import AugmentationList, build_lsj_augmentation
 from skinformer.structures import polygons_to_bitmask
 
 from .build import DATASET_MAPPER_REGISTRY
@@ -105,11 +108,7 @@ class InstanceMapper:
         """
         self.is_train = is_train
         self.augmentations = AugmentationList(augmentations)
-        if hasattr(metadata, "as_dict"):
-            metadata = metadata.as_dict()
-        if isinstance(metadata, Mapping) and "classes" in metadata:
-            metadata = {None: metadata}
-        self.metadata = {k: (v.as_dict() if hasattr(v, "as_dict") else dict(v)) for k, v in (metadata or {}).items()}
+        self.metadata = metadata_table(metadata, "InstanceMapper", required=False)
         self.image_format = image_format
         self.size_divisibility = size_divisibility
         self._num_dropped = 0
@@ -119,20 +118,15 @@ class InstanceMapper:
     @classmethod
     def from_config(cls, cfg, is_train: bool = True):
         names = list(cfg.DATASETS.TRAIN if is_train else cfg.DATASETS.TEST)
-        return {
-            "is_train": is_train,
-            "augmentations": build_lsj_augmentation(cfg, is_train),
-            "metadata": dataset_metadata_table(names),
-            "image_format": cfg.INPUT.FORMAT,
-            "size_divisibility": cfg.INPUT.SIZE_DIVISIBILITY,
-        }
+        return mapper_arguments(cfg, is_train, build_lsj_augmentation(cfg, is_train), dataset_metadata_table(names))
 
     def _num_classes(self, dataset_dict: Dict) -> Optional[int]:
-        name = dataset_dict.get("dataset_name")
-        meta = self.metadata.get(name)
-        if meta is None and len(self.metadata) == 1:
-            meta = next(iter(self.metadata.values()))
-        return len(meta["classes"]) if meta is not None else None
+        # metadata is optional here: without it category ids are not range-checked
+        try:
+            meta = metadata_of(self.metadata, dataset_dict, "InstanceMapper")
+        except KeyError:
+            return None
+        return len(meta["classes"])
 
     def __call__(self, dataset_dict: Dict) -> Optional[Dict]:
         dataset_dict = copy.deepcopy(dataset_dict)
@@ -158,15 +152,10 @@ class InstanceMapper:
             raise DataFileError(f"{file_name}: category ids {sorted(set(classes.tolist()))} outside the "
                                 f"{k} classes (contiguous ids 0..{k - 1} expected)")
 
-        augs = list(self.augmentations.augs)
-        if self.size_divisibility and self.size_divisibility > 0:
-            augs.append(PadToDivisible(self.size_divisibility, pad_value=0))
-        aug_input, _ = apply_augmentations(augs, image, masks=masks, rng=sample_rng(dataset_dict))
+        aug_input = augment_sample(self.augmentations, self.size_divisibility, dataset_dict, image, masks=masks)
         image, masks = aug_input.image, aug_input.masks.astype(bool)
 
         keep = masks.reshape(len(masks), -1).any(axis=1) if len(masks) else np.zeros(0, dtype=bool)
-        dataset_dict.pop("_aug_seed", None)
-        dataset_dict["height"], dataset_dict["width"] = height, width
-        dataset_dict["image"] = image_to_tensor(image)
+        finish_sample(dataset_dict, image, height, width)
         dataset_dict["instances"] = masks_to_instances(masks[keep], classes[keep], image.shape[:2])
         return dataset_dict

@@ -6,15 +6,24 @@ like the image (nearest resampling; pixels coming from outside the image become 
 """
 import copy
 import logging
-from typing import Dict, List, Mapping, Optional
+from typing import Dict, List, Optional
 
 import numpy as np
 import torch
 
 from skinformer.config import configurable
-from skinformer.data.common import check_same_size, image_to_tensor, masks_to_instances, read_or_skip, sample_rng
+from skinformer.data.common import (
+    augment_sample,
+    check_same_size,
+    finish_sample,
+    mapper_arguments,
+    masks_to_instances,
+    metadata_of,
+    metadata_table,
+    read_or_skip,
+)
 from skinformer.data.mask_io import DataFileError, decode_binary, read_image, read_mask_array
-from skinformer.data.transforms import AugmentationList, PadToDivisible, apply_augmentations, build_augmentation
+from skinformer.data.transforms import AugmentationList, build_augmentation
 
 from .build import DATASET_MAPPER_REGISTRY
 from .semantic import dataset_metadata_table
@@ -75,13 +84,7 @@ class MultiLabelMapper:
         """
         self.is_train = is_train
         self.augmentations = AugmentationList(augmentations)
-        if hasattr(metadata, "as_dict"):
-            metadata = metadata.as_dict()
-        if isinstance(metadata, Mapping) and "classes" in metadata:
-            metadata = {None: metadata}
-        self.metadata = {k: (v.as_dict() if hasattr(v, "as_dict") else dict(v)) for k, v in metadata.items()}
-        if not self.metadata:
-            raise ValueError("MultiLabelMapper needs the metadata of at least one dataset")
+        self.metadata = metadata_table(metadata, "MultiLabelMapper")
         self.image_format = image_format
         self.size_divisibility = size_divisibility
         logger.info(f"[MultiLabelMapper] augmentations used in {'training' if is_train else 'inference'}: "
@@ -90,26 +93,11 @@ class MultiLabelMapper:
     @classmethod
     def from_config(cls, cfg, is_train: bool = True):
         names = list(cfg.DATASETS.TRAIN if is_train else cfg.DATASETS.TEST)
-        return {
-            "is_train": is_train,
-            "augmentations": build_augmentation(cfg, is_train),
-            "metadata": dataset_metadata_table(names),
-            "image_format": cfg.INPUT.FORMAT,
-            "size_divisibility": cfg.INPUT.SIZE_DIVISIBILITY,
-        }
-
-    def _metadata_of(self, dataset_dict: Dict) -> Mapping:
-        name = dataset_dict.get("dataset_name")
-        if name in self.metadata:
-            return self.metadata[name]
-        if len(self.metadata) == 1:
-            return next(iter(self.metadata.values()))
-        raise KeyError(f"MultiLabelMapper: no metadata for dataset '{name}' of {dataset_dict.get('file_name')}; "
-                       f"known: {sorted(str(k) for k in self.metadata)}")
+        return mapper_arguments(cfg, is_train, build_augmentation(cfg, is_train), dataset_metadata_table(names))
 
     def __call__(self, dataset_dict: Dict) -> Optional[Dict]:
         dataset_dict = copy.deepcopy(dataset_dict)
-        meta = self._metadata_of(dataset_dict)
+        meta = metadata_of(self.metadata, dataset_dict, "MultiLabelMapper")
         file_name = dataset_dict["file_name"]
         files = dataset_dict.get("label_file_names")
         if files is None:
@@ -130,16 +118,11 @@ class MultiLabelMapper:
             check_same_size(image, file_name, masks[0], ref)
         height, width = image.shape[:2]
 
-        augs = list(self.augmentations.augs)
-        if self.size_divisibility and self.size_divisibility > 0:
-            augs.append(PadToDivisible(self.size_divisibility, pad_value=0))
-        aug_input, _ = apply_augmentations(augs, image, masks=masks, rng=sample_rng(dataset_dict))
+        aug_input = augment_sample(self.augmentations, self.size_divisibility, dataset_dict, image, masks=masks)
         image, masks = aug_input.image, aug_input.masks.astype(bool)
 
         present = [k for k in range(num_classes) if masks[k].any()]
-        dataset_dict.pop("_aug_seed", None)
-        dataset_dict["height"], dataset_dict["width"] = height, width
-        dataset_dict["image"] = image_to_tensor(image)
+        finish_sample(dataset_dict, image, height, width)
         dataset_dict["label_masks"] = torch.from_numpy(np.ascontiguousarray(masks))
         dataset_dict["instances"] = masks_to_instances(masks[present], present, image.shape[:2])
         return dataset_dict

@@ -1,7 +1,7 @@
 """Semantic-segmentation mapper: one dataset dict with ``sem_seg_file_name`` -> model input."""
 import copy
 import logging
-from typing import Dict, List, Mapping, Optional
+from typing import Dict, List, Optional
 
 import numpy as np
 import torch
@@ -9,14 +9,17 @@ import torch
 from skinformer.config import configurable
 from skinformer.data.catalog import MetadataCatalog
 from skinformer.data.common import (
+    augment_sample,
     check_same_size,
-    image_to_tensor,
+    finish_sample,
+    mapper_arguments,
+    metadata_of,
+    metadata_table,
     read_or_skip,
-    sample_rng,
     sem_seg_to_instances,
 )
 from skinformer.data.mask_io import read_image, read_sem_seg
-from skinformer.data.transforms import AugmentationList, PadToDivisible, apply_augmentations, build_augmentation
+from skinformer.data.transforms import AugmentationList, build_augmentation
 
 from .build import DATASET_MAPPER_REGISTRY
 
@@ -29,18 +32,6 @@ def dataset_metadata_table(names) -> Dict[str, Dict]:
     """``{name: metadata as a plain dict}`` for ``names``, resolved in the calling (main) process so
     mappers carry picklable metadata into loader workers instead of looking it up there."""
     return {n: MetadataCatalog.get(n).as_dict() for n in names}
-
-
-def _normalize_metadata(metadata) -> Dict[Optional[str], Mapping]:
-    # a single metadata (Metadata or dict with "classes") applies to every dataset dict
-    if hasattr(metadata, "as_dict"):
-        metadata = metadata.as_dict()
-    if isinstance(metadata, Mapping) and "classes" in metadata:
-        return {None: dict(metadata)}
-    out = {k: (v.as_dict() if hasattr(v, "as_dict") else dict(v)) for k, v in dict(metadata).items()}
-    if not out:
-        raise ValueError("SemanticMapper needs the metadata of at least one dataset")
-    return out
 
 
 @DATASET_MAPPER_REGISTRY.register()
@@ -77,7 +68,7 @@ class SemanticMapper:
         """
         self.is_train = is_train
         self.augmentations = AugmentationList(augmentations)
-        self.metadata = _normalize_metadata(metadata)
+        self.metadata = metadata_table(metadata, "SemanticMapper")
         self.image_format = image_format
         self.size_divisibility = size_divisibility
         mode = "training" if is_train else "inference"
@@ -94,28 +85,11 @@ class SemanticMapper:
                     f"Dataset '{n}' has ignore_label {m.get('ignore_label')} but MODEL.SEM_SEG_HEAD.IGNORE_VALUE "
                     f"is {ignore}; they must be equal (the augmentations fill padding with IGNORE_VALUE)"
                 )
-        return {
-            "is_train": is_train,
-            "augmentations": build_augmentation(cfg, is_train),
-            "metadata": metadata,
-            "image_format": cfg.INPUT.FORMAT,
-            "size_divisibility": cfg.INPUT.SIZE_DIVISIBILITY,
-        }
-
-    def _metadata_of(self, dataset_dict: Dict) -> Mapping:
-        name = dataset_dict.get("dataset_name")
-        if name in self.metadata:
-            return self.metadata[name]
-        if len(self.metadata) == 1:
-            return next(iter(self.metadata.values()))
-        raise KeyError(
-            f"SemanticMapper: no metadata for dataset '{name}' of {dataset_dict.get('file_name')}; "
-            f"known: {sorted(str(k) for k in self.metadata)}"
-        )
+        return mapper_arguments(cfg, is_train, build_augmentation(cfg, is_train), metadata)
 
     def __call__(self, dataset_dict: Dict) -> Optional[Dict]:
         dataset_dict = copy.deepcopy(dataset_dict)
-        meta = self._metadata_of(dataset_dict)
+        meta = metadata_of(self.metadata, dataset_dict, "SemanticMapper")
         file_name = dataset_dict["file_name"]
         mask_file = dataset_dict.get("sem_seg_file_name")
         if mask_file is None:
@@ -131,15 +105,11 @@ class SemanticMapper:
         height, width = image.shape[:2]
 
         ignore = int(meta.get("ignore_label", 255))
-        augs = list(self.augmentations.augs)
-        if self.size_divisibility and self.size_divisibility > 0:
-            augs.append(PadToDivisible(self.size_divisibility, pad_value=0, seg_pad_value=ignore))
-        aug_input, _ = apply_augmentations(augs, image, sem_seg=sem_seg, rng=sample_rng(dataset_dict))
+        aug_input = augment_sample(self.augmentations, self.size_divisibility, dataset_dict, image, sem_seg=sem_seg,
+                                   seg_pad_value=ignore)
         image, sem_seg = aug_input.image, aug_input.sem_seg
 
-        dataset_dict.pop("_aug_seed", None)
-        dataset_dict["height"], dataset_dict["width"] = height, width
-        dataset_dict["image"] = image_to_tensor(image)
+        finish_sample(dataset_dict, image, height, width)
         dataset_dict["sem_seg"] = torch.as_tensor(np.ascontiguousarray(sem_seg).astype(np.int64))
         dataset_dict["instances"] = sem_seg_to_instances(sem_seg, len(meta["classes"]), ignore)
         return dataset_dict
