@@ -1,0 +1,119 @@
+#!/usr/bin/env python
+"""Predict masks for a folder (or list) of images with a trained model.
+
+Writes, for every input image ``<stem>.<ext>``:
+
+* ``<output>/masks/<stem>.png``: the predicted label mask at the image's original size — for
+  binary data 0/255 (ISIC submission format), for K classes the class index (background = 0
+  when background is a class, else K), for multi-label data one ``<stem>_<class>.png`` per class;
+* ``<output>/overlays/<stem>.png`` (unless ``--no-overlay``): the prediction blended over the image.
+
+Example::
+
+    python tools/predict.py --config-file output/isic2017_r18/config.yaml \
+        --input ../shared/data/isic2017_fullres/images --output output/pred \
+        MODEL.WEIGHTS output/isic2017_r18/model_final.pth
+"""
+import argparse
+import glob
+import os
+import sys
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from skinformer.data.catalog import MetadataCatalog
+from skinformer.data.mask_io import read_image
+from skinformer.engine import DefaultPredictor, setup_cfg
+from skinformer.utils.visualizer import Visualizer, save_image, scores_to_label_map
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
+
+
+def list_images(inputs):
+    files = []
+    for item in inputs:
+        if os.path.isdir(item):
+            files += sorted(f for f in glob.glob(os.path.join(item, "*")) if f.lower().endswith(IMAGE_EXTENSIONS))
+        elif os.path.isfile(item):
+            files.append(item)
+        else:
+            matched = sorted(glob.glob(item))
+            if not matched:
+                raise FileNotFoundError(f"--input '{item}' is neither a file, a folder nor a matching glob")
+            files += matched
+    if not files:
+        raise FileNotFoundError(f"No images ({', '.join(IMAGE_EXTENSIONS)}) found in {inputs}")
+    return files
+
+
+def prediction_to_masks(output, metadata, multi_label: bool):
+    """Return ``{suffix: uint8 H×W}`` mask images to write for one model output."""
+    classes = list(metadata.get("classes", []))
+    if "instances" in output:
+        inst = output["instances"]
+        label = np.zeros(inst.image_size, np.uint8)
+        order = torch.argsort(inst.scores).tolist()  # higher scores painted last
+        for rank, i in enumerate(order):
+            if float(inst.scores[i]) > 0.5:
+                label[inst.pred_masks[i].cpu().numpy().astype(bool)] = min(rank + 1, 255)
+        return {"": label}
+    scores = output["sem_seg"].float().cpu().numpy()
+    if multi_label:
+        return {f"_{name}": ((scores[i] > 0.5) * 255).astype(np.uint8) for i, name in enumerate(classes)}
+    has_bg = bool(metadata.get("has_background_class", False))
+    labels = scores_to_label_map(scores, has_bg)
+    if scores.shape[0] == 1 and not has_bg:
+        return {"": np.where(labels == 0, 255, 0).astype(np.uint8)}
+    return {"": labels.astype(np.uint8)}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config-file", required=True, help="config of the trained model (e.g. its config.yaml)")
+    parser.add_argument("--input", nargs="+", required=True, help="image files, folders or globs")
+    parser.add_argument("--output", required=True, help="output folder")
+    parser.add_argument("--no-overlay", action="store_true", help="do not write overlay pictures")
+    parser.add_argument("--multi-label", action="store_true",
+                        help="treat outputs as independent per-class maps (attribute models); "
+                             "default: on when MODEL.*.TEST.MULTILABEL_ON is set")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides (e.g. MODEL.WEIGHTS x.pth)")
+    args = parser.parse_args(argv)
+
+    cfg = setup_cfg(args)
+    if not cfg.MODEL.WEIGHTS:
+        parser.error("MODEL.WEIGHTS is empty: pass the trained weights, e.g. MODEL.WEIGHTS output/x/model_final.pth")
+    predictor = DefaultPredictor(cfg)
+    metadata = MetadataCatalog.get(cfg.DATASETS.TEST[0]) if cfg.DATASETS.TEST else MetadataCatalog.get("__predict__")
+    multi_label = args.multi_label or any(
+        node.get("TEST", {}).get("MULTILABEL_ON", False)
+        for node in (cfg.MODEL.get("SIMASKFORMER", {}), cfg.MODEL.get("MASK_FORMER", {}))
+    )
+    vis = Visualizer(metadata, multi_label=multi_label)
+    files = list_images(args.input)
+    os.makedirs(os.path.join(args.output, "masks"), exist_ok=True)
+    for path in tqdm(files, desc="predict", unit="img"):
+        image = read_image(path, format="RGB")
+        if cfg.INPUT.FORMAT == "BGR":
+            image = image[:, :, ::-1]
+        output = predictor(image)
+        stem = os.path.splitext(os.path.basename(path))[0]
+        for suffix, mask in prediction_to_masks(output, metadata, multi_label).items():
+            save_image_gray(os.path.join(args.output, "masks", f"{stem}{suffix}.png"), mask)
+        if not args.no_overlay:
+            rgb = image if cfg.INPUT.FORMAT != "BGR" else image[:, :, ::-1]
+            save_image(os.path.join(args.output, "overlays", f"{stem}.png"), vis.draw(rgb, output))
+    print(f"Wrote {len(files)} predictions to {os.path.abspath(args.output)}")
+    return 0
+
+
+def save_image_gray(path, mask):
+    from PIL import Image
+
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    Image.fromarray(mask).save(path)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
