@@ -3,9 +3,9 @@ import torch
 import torch.nn as nn
 
 from skinformer.config import get_cfg
-from skinformer.layers import FrozenBatchNorm2d, ShapeSpec
+from skinformer.layers import FrozenBatchNorm2d
 from skinformer.modeling.backbone import (
-    BACKBONE_REGISTRY, ResNet, TimmBackbone, build_backbone, build_resnet_backbone, convert_torchvision_resnet,
+    BACKBONE_REGISTRY, ResNet, TimmBackbone, build_backbone, convert_torchvision_resnet,
 )
 
 

@@ -18,7 +18,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from skinformer.config import configurable
 from skinformer.layers import Conv2d, ShapeSpec, convert_frozen_batchnorm, get_norm
 
 from .backbone import Backbone
