@@ -150,6 +150,24 @@ def _shape(v) -> Tuple[int, ...]:
     return tuple(v.shape)
 
 
+def _convert_foreign_layout(model_keys: List[str], ckpt: Mapping[str, Any]) -> Mapping[str, Any]:
+    """Rename a checkpoint whose *layout* differs from the model's before suffix matching.
+
+    A torchvision / timm ResNet (``conv1``, ``bn1``, ``layerX.Y.downsample``) loaded into the
+    detectron2-layout ResNet (``stem.conv1``, ``resN.Y.shortcut``) cannot be matched by suffixes
+    alone: the names differ, not only their prefixes.
+    """
+    keys = [k[len("module."):] if k.startswith("module.") else k for k in ckpt]
+    torchvision_resnet = "conv1.weight" in keys and any(k.startswith("layer1.0.") for k in keys)
+    d2_resnet_model = any(k.endswith("stem.conv1.weight") for k in model_keys)
+    if torchvision_resnet and d2_resnet_model:
+        from skinformer.modeling.backbone.resnet import convert_torchvision_resnet
+
+        logger.info("Checkpoint has the torchvision ResNet layout: renaming it to the detectron2 layout")
+        return convert_torchvision_resnet(dict(ckpt))
+    return ckpt
+
+
 def align_and_update_state_dicts(
     model_state_dict: Mapping[str, torch.Tensor],
     ckpt_state_dict: Mapping[str, Any],
@@ -171,6 +189,7 @@ def align_and_update_state_dicts(
         ``model key -> tensor`` for the matched keys (feed to ``load_state_dict(strict=False)``).
     """
     model_keys = sorted(model_state_dict.keys())
+    ckpt_state_dict = _convert_foreign_layout(model_keys, ckpt_state_dict)
     if restrict_to == "auto":
         restrict_to = (
             "backbone"

@@ -120,3 +120,24 @@ def test_load_pretrained_backbone(tmp_path):
     missing, unused = load_pretrained_backbone(body, str(f))
     assert missing == [] and unused == ["fc.bias", "fc.weight"]
     assert torch.equal(body.conv1.weight, src.conv1.weight)
+
+
+def test_torchvision_resnet_weights_load_into_detectron2_layout_resnet():
+    import torchvision
+
+    from skinformer.checkpoint.conversion import align_and_update_state_dicts
+    from skinformer.config import get_cfg
+    from skinformer.modeling.backbone.build import build_backbone
+
+    cfg = get_cfg()
+    cfg.MODEL.BACKBONE.NAME = "build_resnet_backbone"
+    cfg.MODEL.RESNETS.DEPTH = 18
+    cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 64
+    cfg.MODEL.RESNETS.NORM = "BN"
+    backbone = build_backbone(cfg)
+    model_sd = {f"backbone.{k}": v for k, v in backbone.state_dict().items()}
+    tv = torchvision.models.resnet18().state_dict()
+    matched = align_and_update_state_dicts(model_sd, tv)
+    conv_keys = [k for k in model_sd if k.endswith(".weight") and "conv" in k and "norm" not in k]
+    assert conv_keys and all(k in matched for k in conv_keys)
+    assert torch.equal(matched["backbone.stem.conv1.weight"], tv["conv1.weight"])
