@@ -101,6 +101,11 @@ _C.INPUT.MIN_SIZE_TRAIN_SAMPLING = "choice"
 _C.INPUT.MAX_SIZE_TRAIN = 1024
 _C.INPUT.MIN_SIZE_TEST = 256
 _C.INPUT.MAX_SIZE_TEST = 1024
+# Fixed-size resize (H, W) of image and masks at training and test time, aspect ratio NOT kept,
+# replacing the shortest-edge resizes above; () = off. For data stored squashed to a square (the
+# shared ISIC 2017 copy): test images are squashed the same way and predictions are resized back
+# to the original size, so a model sees the geometry it was trained on.
+_C.INPUT.FIXED_SIZE = ()
 # Pad the (training) image and mask to a multiple of this; -1 = no padding in the mapper.
 _C.INPUT.SIZE_DIVISIBILITY = -1
 _C.INPUT.CROP = CN()
