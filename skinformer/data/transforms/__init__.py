@@ -24,7 +24,8 @@ from .augmentation_impl import (
     ResizeScale,
     ResizeShortestEdge,
 )
-from .build import build_augmentation, build_flip_augmentation, build_lsj_augmentation, fixed_size
+from .build import (build_augmentation, build_flip_augmentation, build_lsj_augmentation, fixed_size,
+                    keeps_original_resolution)
 from .transform import (
     AffineTransform,
     ColorAugSSDTransform,

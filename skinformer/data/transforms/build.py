@@ -19,7 +19,8 @@ from .augmentation_impl import (
     ResizeShortestEdge,
 )
 
-__all__ = ["build_augmentation", "build_lsj_augmentation", "build_flip_augmentation", "fixed_size"]
+__all__ = ["build_augmentation", "build_lsj_augmentation", "build_flip_augmentation", "fixed_size",
+           "keeps_original_resolution"]
 
 # INPUT.RANDOM_FLIP value -> flips to apply (each with p 0.5)
 _FLIPS = {
@@ -49,6 +50,14 @@ def fixed_size(cfg) -> Optional[Tuple[int, int]]:
     return value
 
 
+def keeps_original_resolution(cfg) -> bool:
+    """Whether inference inputs keep their original pixels: test-time augmentation
+    (``TEST.AUG.ENABLED``) resizes each copy itself, and ``TEST.SLIDING_WINDOW.ORIGINAL_RESOLUTION``
+    runs the windows over the original image."""
+    sw = cfg.TEST.SLIDING_WINDOW
+    return bool(cfg.TEST.AUG.ENABLED or (sw.ENABLED and sw.ORIGINAL_RESOLUTION))
+
+
 def build_augmentation(cfg, is_train: bool) -> List[Augmentation]:
     """The semantic-segmentation pipeline.
 
@@ -59,7 +68,8 @@ def build_augmentation(cfg, is_train: bool) -> List[Augmentation]:
     ``ElasticTransform`` (INPUT.ELASTIC.*) -> ``ColorAugSSD`` (INPUT.COLOR_AUG_SSD) -> flips
     (INPUT.RANDOM_FLIP). Filled label pixels get MODEL.SEM_SEG_HEAD.IGNORE_VALUE.
 
-    Test: ``ResizeShortestEdge(MIN_SIZE_TEST, MAX_SIZE_TEST)`` only (nothing if MIN_SIZE_TEST is 0).
+    Test: ``ResizeShortestEdge(MIN_SIZE_TEST, MAX_SIZE_TEST)`` only (nothing if MIN_SIZE_TEST is 0,
+    or when :func:`keeps_original_resolution`).
     Padding to INPUT.SIZE_DIVISIBILITY is done by the mappers (:class:`PadToDivisible`).
 
     With ``INPUT.FIXED_SIZE`` (H, W), ``Resize(FIXED_SIZE)`` replaces both shortest-edge resizes;
@@ -70,6 +80,8 @@ def build_augmentation(cfg, is_train: bool) -> List[Augmentation]:
     inp = cfg.INPUT
     fixed = fixed_size(cfg)
     if not is_train:
+        if keeps_original_resolution(cfg):
+            return []
         if fixed is not None:
             return [Resize(fixed)]
         return [ResizeShortestEdge(inp.MIN_SIZE_TEST, inp.MAX_SIZE_TEST, "choice")] if inp.MIN_SIZE_TEST > 0 else []

@@ -1,7 +1,7 @@
 """Per-pixel segmentation baselines: backbone + a registered per-pixel head (FPN, DeepLabV3+,
 U-Net, SegFormer) trained with CE / Dice / focal / BCE losses."""
 import logging
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -13,6 +13,7 @@ from skinformer.structures import ImageList
 from ..backbone import Backbone, build_backbone, resolve_pixel_normalization
 from ..per_pixel_losses import PER_PIXEL_LOSSES, SIGMOID_LOSS_TYPES
 from ..postprocessing import sem_seg_postprocess
+from ..sliding_window import SlidingWindow
 from ..sem_seg_heads import build_sem_seg_head
 from .build import META_ARCH_REGISTRY
 
@@ -37,19 +38,23 @@ class PerPixelSegmentor(nn.Module):
         loss_weight: multiplies every loss term; ``dice_weight`` additionally the Dice term.
         focal_gamma: focusing parameter of the focal loss.
         size_divisibility: pad the batch to a multiple of this (raised to the backbone's own).
+        sliding_window: a :class:`SlidingWindow` (``TEST.SLIDING_WINDOW``) for images larger
+            than one window, or None.
 
     Training input: mapper dicts with ``image`` (uint8 3×h×w) and ``sem_seg`` (int64 h×w; values
     0..K-1 classes, K background-not-a-class, ``ignore_value`` ignored); sigmoid losses also use
     ``label_masks`` (bool K×h×w) when present. Returns ``{loss_name: scalar}``.
     Inference returns ``[{"sem_seg": K×height×width}]`` at each dict's original ``height``/``width``:
-    softmax probabilities of the K classes (sigmoid for "bce" loss types).
+    softmax probabilities of the K classes (sigmoid for "bce" loss types). Images larger than the
+    sliding window are scored window by window from their uint8 pixels (blended overlaps).
     """
 
     @configurable
     def __init__(self, *, backbone: Backbone, sem_seg_head: nn.Module, num_classes: int,
                  pixel_mean: Sequence[float], pixel_std: Sequence[float], ignore_value: int = 255,
                  loss_type: str = "ce+dice", loss_weight: float = 1.0, dice_weight: float = 1.0,
-                 focal_gamma: float = 2.0, size_divisibility: int = 32):
+                 focal_gamma: float = 2.0, size_divisibility: int = 32,
+                 sliding_window: Optional[SlidingWindow] = None):
         super().__init__()
         if loss_type not in PER_PIXEL_LOSSES:
             raise ValueError(f"MODEL.SEM_SEG_HEAD.LOSS_TYPE='{loss_type}' is unknown; expected one of "
@@ -67,6 +72,7 @@ class PerPixelSegmentor(nn.Module):
         self.focal_gamma = focal_gamma
         self.sigmoid = loss_type in SIGMOID_LOSS_TYPES
         self.size_divisibility = max(int(size_divisibility), int(backbone.size_divisibility or 0))
+        self.sliding_window = sliding_window
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(-1, 1, 1), False)
 
@@ -88,6 +94,7 @@ class PerPixelSegmentor(nn.Module):
             "dice_weight": h.DICE_WEIGHT,
             "focal_gamma": h.FOCAL_GAMMA,
             "size_divisibility": h.SIZE_DIVISIBILITY,
+            "sliding_window": SlidingWindow.from_config(cfg),
         }
 
     @property
@@ -100,15 +107,16 @@ class PerPixelSegmentor(nn.Module):
                   for x in batched_inputs]
         return ImageList.from_tensors(images, self.size_divisibility)
 
+    def _logits(self, images: ImageList) -> torch.Tensor:
+        """``B×(K+1)×Hp×Wp`` logits at the padded input resolution."""
+        logits = self.sem_seg_head(self.backbone(images.tensor))
+        return F.interpolate(logits, size=images.tensor.shape[-2:], mode="bilinear", align_corners=False)
+
     def forward(self, batched_inputs: List[dict]):
+        if not self.training:
+            return self.inference(batched_inputs)
         images = self.preprocess_image(batched_inputs)
-        features = self.backbone(images.tensor)
-        logits = self.sem_seg_head(features)
-        # Logits at the padded input resolution: B×(K+1)×H×W.
-        logits = F.interpolate(logits, size=images.tensor.shape[-2:], mode="bilinear", align_corners=False)
-        if self.training:
-            return self.losses(logits, batched_inputs, images)
-        return self.inference(logits, batched_inputs, images)
+        return self.losses(self._logits(images), batched_inputs, images)
 
     def losses(self, logits: torch.Tensor, batched_inputs: List[dict], images: ImageList) -> Dict[str, torch.Tensor]:
         if any("sem_seg" not in x for x in batched_inputs):
@@ -131,14 +139,36 @@ class PerPixelSegmentor(nn.Module):
             for name, (fn, which) in PER_PIXEL_LOSSES[self.loss_type].items()
         }
 
-    def inference(self, logits: torch.Tensor, batched_inputs: List[dict], images: ImageList) -> List[dict]:
+    def scores(self, logits: torch.Tensor) -> torch.Tensor:
+        """``B×(K+1)×H×W`` logits -> ``B×K×H×W`` class probabilities."""
         if self.sigmoid:
-            scores = logits[:, : self.num_classes].sigmoid()
-        else:
-            scores = logits.softmax(dim=1)[:, : self.num_classes]
-        results = []
-        for score, x, size in zip(scores, batched_inputs, images.image_sizes):
-            height = x.get("height", size[0])
-            width = x.get("width", size[1])
-            results.append({"sem_seg": sem_seg_postprocess(score, size, height, width)})
+            return logits[:, : self.num_classes].sigmoid()
+        return logits.softmax(dim=1)[:, : self.num_classes]
+
+    def _window_scores(self, crops: List[torch.Tensor]) -> List[torch.Tensor]:
+        """Probabilities ``K×h×w`` of uint8 ``3×h×w`` window crops (one batch)."""
+        images = self.preprocess_image([{"image": c} for c in crops])
+        scores = self.scores(self._logits(images))
+        return [s[:, : h, : w] for s, (h, w) in zip(scores, images.image_sizes)]
+
+    @torch.no_grad()
+    def inference(self, batched_inputs: List[dict]) -> List[dict]:
+        """``[{"sem_seg": K×height×width}]``; windowed images never go to the device whole."""
+        results: List[dict] = [{} for _ in batched_inputs]
+        windowed = [self.sliding_window is not None and self.sliding_window.applies_to(tuple(x["image"].shape[-2:]))
+                    for x in batched_inputs]
+        batched = [i for i, w in enumerate(windowed) if not w]
+        if batched:
+            images = self.preprocess_image([batched_inputs[i] for i in batched])
+            scores = self.scores(self._logits(images))
+            for score, i, size in zip(scores, batched, images.image_sizes):
+                x = batched_inputs[i]
+                results[i]["sem_seg"] = sem_seg_postprocess(score, size, x.get("height", size[0]),
+                                                            x.get("width", size[1]))
+        for i, x in enumerate(batched_inputs):
+            if windowed[i]:
+                size = tuple(x["image"].shape[-2:])
+                score = self.sliding_window(x["image"], self._window_scores)
+                results[i]["sem_seg"] = sem_seg_postprocess(score, size, x.get("height", size[0]),
+                                                            x.get("width", size[1]))
         return results
