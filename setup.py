@@ -44,8 +44,9 @@ setup(
     packages=find_packages(exclude=("tests", "tests.*", "tools", "configs")),
     install_requires=install_requires,
     extras_require={
-        "dev": ["pytest>=7", "pytest-timeout"],
-        "demo": ["gradio"],
+        "dev": ["pytest>=7", "pytest-timeout", "onnx", "onnxruntime", "gradio>=5", "gradio_client"],
+        "demo": ["gradio>=5"],
+        "export": ["onnx", "onnxruntime"],
     },
     include_package_data=True,
     **ext_kwargs,
