@@ -70,8 +70,33 @@ _C.MODEL.SEM_SEG_HEAD.LOSS_TYPE = "ce+dice"
 _C.MODEL.SEM_SEG_HEAD.NAME = "FPNHead"
 # Weight of the Dice term relative to the CE / focal / BCE term (both are then x LOSS_WEIGHT).
 _C.MODEL.SEM_SEG_HEAD.DICE_WEIGHT = 1.0
-# Focusing parameter of the softmax focal loss ("focal+dice").
+# Focusing parameter of the focal losses ("focal", "sigmoid_focal", "weighted_ce_focal", "focal_dice").
 _C.MODEL.SEM_SEG_HEAD.FOCAL_GAMMA = 2.0
+
+# --- loss registry (modeling/losses; used by PerPixelSegmentor) ---
+_C.MODEL.LOSS = CN()
+# Terms of the loss, by LOSS_REGISTRY short name or class name: "ce", "focal", "sigmoid_focal",
+# "weighted_ce_focal", "bce", "dice", "jaccard", "tversky", "bce_dice", "focal_dice".
+# Empty: taken from MODEL.SEM_SEG_HEAD.LOSS_TYPE (DICE_WEIGHT on the Dice term).
+_C.MODEL.LOSS.NAMES = []
+# One weight per NAMES entry (empty: all 1). Every term is also x SEM_SEG_HEAD.LOSS_WEIGHT.
+_C.MODEL.LOSS.WEIGHTS = []
+# How label maps are scored: "softmax" or "sigmoid"; "" = sigmoid when "bce"/"bce_dice" is a
+# term, else softmax. Per-class mask targets (multi-label data) are always scored with sigmoids.
+_C.MODEL.LOSS.ACTIVATION = ""
+# None, a list (label maps: K+1 entries incl. "no class"; masks: K) or "inverse_frequency"
+# (computed from DATASETS.TRAIN, normalised by CLASS_WEIGHTS_NORM, logged).
+_C.MODEL.LOSS.CLASS_WEIGHTS = None
+_C.MODEL.LOSS.CLASS_WEIGHTS_NORM = "sum"  # "sum", "mean", "min", "none"
+# Sigmoid focal alpha for positives (negatives 1 - alpha); < 0 disables it.
+_C.MODEL.LOSS.FOCAL_ALPHA = 0.25
+# Dice / Jaccard / Tversky: smoothing, "pooled" over the batch or "per_image", and how classes
+# are combined ("mean": class-weighted mean; "sum": class-weighted sum).
+_C.MODEL.LOSS.REGION_SMOOTH = 1.0
+_C.MODEL.LOSS.REGION_REDUCTION = "pooled"
+_C.MODEL.LOSS.CLASS_REDUCTION = "mean"
+_C.MODEL.LOSS.TVERSKY_ALPHA = 0.5
+_C.MODEL.LOSS.TVERSKY_BETA = 0.5
 # Dropout before the classifier (DeepLabV3+: after the ASPP projection; SegFormer: after fusion).
 _C.MODEL.SEM_SEG_HEAD.DROPOUT = 0.1
 # DeepLabV3+ (detectron2 DeepLab project names): ASPP on IN_FEATURES[-1], low-level projections.

@@ -1,7 +1,7 @@
 """Per-pixel segmentation baselines: backbone + a registered per-pixel head (FPN, DeepLabV3+,
-U-Net, SegFormer) trained with CE / Dice / focal / BCE losses."""
+U-Net, SegFormer) trained with losses from ``LOSS_REGISTRY`` (modeling/losses)."""
 import logging
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -11,7 +11,7 @@ from skinformer.config import configurable
 from skinformer.structures import ImageList
 
 from ..backbone import Backbone, build_backbone
-from ..per_pixel_losses import PER_PIXEL_LOSSES, SIGMOID_LOSS_TYPES
+from ..losses import CrossEntropyLoss, DiceLoss, LossCombination, build_loss
 from ..postprocessing import sem_seg_postprocess
 from ..sem_seg_heads import build_sem_seg_head
 from .build import META_ARCH_REGISTRY
@@ -33,27 +33,23 @@ class PerPixelSegmentor(nn.Module):
         num_classes: K.
         pixel_mean, pixel_std: per-channel normalisation in 0-255 units.
         ignore_value: label ignored by the losses.
-        loss_type: a key of ``PER_PIXEL_LOSSES`` ("ce", "ce+dice", "focal+dice", "focal", "bce", "bce+dice").
-        loss_weight: multiplies every loss term; ``dice_weight`` additionally the Dice term.
-        focal_gamma: focusing parameter of the focal loss.
+        loss: a :class:`LossCombination` (``build_loss(cfg)``: ``MODEL.LOSS.*`` or the legacy
+            ``MODEL.SEM_SEG_HEAD.LOSS_TYPE``); default CE + soft Dice. Its ``activation`` decides
+            whether inference emits softmax or sigmoid scores.
         size_divisibility: pad the batch to a multiple of this (raised to the backbone's own).
 
     Training input: mapper dicts with ``image`` (uint8 3×h×w) and ``sem_seg`` (int64 h×w; values
     0..K-1 classes, K background-not-a-class, ``ignore_value`` ignored); sigmoid losses also use
     ``label_masks`` (bool K×h×w) when present. Returns ``{loss_name: scalar}``.
     Inference returns ``[{"sem_seg": K×height×width}]`` at each dict's original ``height``/``width``:
-    softmax probabilities of the K classes (sigmoid for "bce" loss types).
+    softmax probabilities of the K classes (sigmoids when the loss scores sigmoids).
     """
 
     @configurable
     def __init__(self, *, backbone: Backbone, sem_seg_head: nn.Module, num_classes: int,
                  pixel_mean: Sequence[float], pixel_std: Sequence[float], ignore_value: int = 255,
-                 loss_type: str = "ce+dice", loss_weight: float = 1.0, dice_weight: float = 1.0,
-                 focal_gamma: float = 2.0, size_divisibility: int = 32):
+                 loss: Optional[nn.Module] = None, size_divisibility: int = 32):
         super().__init__()
-        if loss_type not in PER_PIXEL_LOSSES:
-            raise ValueError(f"MODEL.SEM_SEG_HEAD.LOSS_TYPE='{loss_type}' is unknown; expected one of "
-                             f"{sorted(PER_PIXEL_LOSSES)}")
         if len(pixel_mean) != len(pixel_std):
             raise ValueError(f"MODEL.PIXEL_MEAN {list(pixel_mean)} and MODEL.PIXEL_STD {list(pixel_std)} "
                              f"must have the same length")
@@ -61,11 +57,11 @@ class PerPixelSegmentor(nn.Module):
         self.sem_seg_head = sem_seg_head
         self.num_classes = num_classes
         self.ignore_value = ignore_value
-        self.loss_type = loss_type
-        self.loss_weight = loss_weight
-        self.dice_weight = dice_weight
-        self.focal_gamma = focal_gamma
-        self.sigmoid = loss_type in SIGMOID_LOSS_TYPES
+        if loss is None:
+            loss = LossCombination({"ce": CrossEntropyLoss(ignore_index=ignore_value),
+                                    "dice": DiceLoss(ignore_index=ignore_value)}, {"ce": 1.0, "dice": 1.0}, "softmax")
+        self.loss = loss
+        self.sigmoid = loss.activation == "sigmoid"
         self.size_divisibility = max(int(size_divisibility), int(backbone.size_divisibility or 0))
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(-1, 1, 1), False)
@@ -82,10 +78,7 @@ class PerPixelSegmentor(nn.Module):
             "pixel_mean": cfg.MODEL.PIXEL_MEAN,
             "pixel_std": cfg.MODEL.PIXEL_STD,
             "ignore_value": h.IGNORE_VALUE,
-            "loss_type": h.LOSS_TYPE,
-            "loss_weight": h.LOSS_WEIGHT,
-            "dice_weight": h.DICE_WEIGHT,
-            "focal_gamma": h.FOCAL_GAMMA,
+            "loss": build_loss(cfg),
             "size_divisibility": h.SIZE_DIVISIBILITY,
         }
 
@@ -120,15 +113,12 @@ class PerPixelSegmentor(nn.Module):
         targets = ImageList.from_tensors([x["sem_seg"].to(self.device, non_blocking=True).long()
                                           for x in batched_inputs],
                                          self.size_divisibility, pad_value=self.ignore_value).tensor
-        label_masks = None
         if self.sigmoid and all("label_masks" in x for x in batched_inputs):
+            # per-class masks (may overlap); the label map only marks ignored / padded pixels
             label_masks = ImageList.from_tensors([x["label_masks"].to(self.device).float() for x in batched_inputs],
                                                  self.size_divisibility, pad_value=0.0).tensor
-        weights = {"main": self.loss_weight, "dice": self.loss_weight * self.dice_weight}
-        return {
-            name: fn(logits, targets, self.ignore_value, label_masks, self.focal_gamma) * weights[which]
-            for name, (fn, which) in PER_PIXEL_LOSSES[self.loss_type].items()
-        }
+            return self.loss(logits, label_masks, valid=targets != self.ignore_value)
+        return self.loss(logits, targets)
 
     def inference(self, logits: torch.Tensor, batched_inputs: List[dict], images: ImageList) -> List[dict]:
         if self.sigmoid:
