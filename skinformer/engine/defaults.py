@@ -24,6 +24,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from skinformer.checkpoint import DetectionCheckpointer
 from skinformer.config import CfgNode, get_cfg
+from skinformer.data.transforms import AugmentationList, apply_augmentations, build_augmentation
 from skinformer.utils import comm
 from skinformer.utils.collect_env import collect_env_info
 from skinformer.utils.env import seed_all_rng
@@ -568,21 +569,6 @@ class DefaultTrainer(TrainerBase):
 # ------------------------------------------------------------------------------------------
 # Predictor
 # ------------------------------------------------------------------------------------------
-def _resize_shortest_edge(image: np.ndarray, short: int, max_size: int) -> np.ndarray:
-    import cv2
-
-    h, w = image.shape[:2]
-    if short <= 0:
-        return image
-    scale = short / min(h, w)
-    if max(h, w) * scale > max_size > 0:
-        scale = max_size / max(h, w)
-    new_h, new_w = int(round(h * scale)), int(round(w * scale))
-    if (new_h, new_w) == (h, w):
-        return image
-    return cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
-
-
 _INPUT_FORMATS = {"RGB": lambda img: img, "BGR": lambda img: img[:, :, ::-1]}
 
 
@@ -591,8 +577,10 @@ class DefaultPredictor:
     one image (``{"sem_seg": K×H×W}`` and/or ``{"instances": ...}`` at the image's size).
 
     The image is ``H×W×3`` uint8 in ``INPUT.FORMAT`` channel order (RGB unless set to BGR, e.g.
-    for ``cv2.imread`` images); it is resized like the test mapper (shortest edge
-    ``INPUT.MIN_SIZE_TEST``, longest at most ``INPUT.MAX_SIZE_TEST``).
+    for ``cv2.imread`` images); it is resized with the test mapper's augmentations
+    (:func:`~skinformer.data.transforms.build_augmentation`: ``INPUT.FIXED_SIZE`` when set, else
+    shortest edge ``INPUT.MIN_SIZE_TEST``, longest at most ``INPUT.MAX_SIZE_TEST``) and the
+    prediction comes back at the image's own size.
     """
 
     def __init__(self, cfg: CfgNode):
@@ -609,6 +597,7 @@ class DefaultPredictor:
             self.metadata = MetadataCatalog.get(cfg.DATASETS.TEST[0])
         DetectionCheckpointer(self.model, save_to_disk=False).load(cfg.MODEL.WEIGHTS, source="MODEL.WEIGHTS")
         self.input_format = cfg.INPUT.FORMAT
+        self.augmentations = AugmentationList(build_augmentation(self.cfg, is_train=False))
 
     def __call__(self, original_image: np.ndarray) -> Dict[str, Any]:
         if original_image.ndim != 3 or original_image.shape[2] != 3:
@@ -616,6 +605,7 @@ class DefaultPredictor:
         with torch.no_grad():
             rgb = _INPUT_FORMATS[self.input_format](original_image)
             h, w = rgb.shape[:2]
-            image = _resize_shortest_edge(rgb, self.cfg.INPUT.MIN_SIZE_TEST, self.cfg.INPUT.MAX_SIZE_TEST)
+            # test-time resizes are deterministic; the seed only satisfies the API
+            image = apply_augmentations(self.augmentations, rgb, rng=0)[0].image
             tensor = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
             return self.model([{"image": tensor, "height": h, "width": w}])[0]

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from skinformer.config import configurable
 from skinformer.structures import ImageList
 
-from ..backbone import Backbone, build_backbone
+from ..backbone import Backbone, build_backbone, resolve_pixel_normalization
 from ..losses import CrossEntropyLoss, DiceLoss, LossCombination, build_loss
 from ..postprocessing import sem_seg_postprocess
 from ..sem_seg_heads import build_sem_seg_head
@@ -69,14 +69,15 @@ class PerPixelSegmentor(nn.Module):
     @classmethod
     def from_config(cls, cfg):
         backbone = build_backbone(cfg)
+        pixel_mean, pixel_std = resolve_pixel_normalization(cfg, backbone)
         head = build_sem_seg_head(cfg, backbone.output_shape())
         h = cfg.MODEL.SEM_SEG_HEAD
         return {
             "backbone": backbone,
             "sem_seg_head": head,
             "num_classes": h.NUM_CLASSES,
-            "pixel_mean": cfg.MODEL.PIXEL_MEAN,
-            "pixel_std": cfg.MODEL.PIXEL_STD,
+            "pixel_mean": pixel_mean,
+            "pixel_std": pixel_std,
             "ignore_value": h.IGNORE_VALUE,
             "loss": build_loss(cfg),
             "size_divisibility": h.SIZE_DIVISIBILITY,
