@@ -185,7 +185,13 @@ _C.DATASETS.DEFINITIONS = []
 _C.DATASETS.VALIDATE_FIRST_N = 8
 
 _C.DATALOADER = CN()
-_C.DATALOADER.NUM_WORKERS = 2
+# Loader worker processes; -1 = chosen for the machine (CPUs minus torch threads, at most 4), so a
+# CPU run does not oversubscribe its cores.
+_C.DATALOADER.NUM_WORKERS = -1
+# Decode-once cache of training images / masks ("auto": on when the decoded dataset fits the
+# budget, "on", "off") and its budget in MB over all loader processes together.
+_C.DATALOADER.DECODE_CACHE = "auto"
+_C.DATALOADER.DECODE_CACHE_MB = 1024
 _C.DATALOADER.FILTER_EMPTY_ANNOTATIONS = False
 _C.DATALOADER.SAMPLER_TRAIN = "TrainingSampler"
 _C.DATALOADER.ASPECT_RATIO_GROUPING = False
