@@ -16,7 +16,9 @@ __all__ = [
     "softmax_focal_loss",
     "sigmoid_bce_loss",
     "sigmoid_dice_loss",
+    "sigmoid_focal_loss",
     "PER_PIXEL_LOSSES",
+    "MULTI_LABEL_LOSSES",
     "SIGMOID_LOSS_TYPES",
 ]
 
@@ -103,6 +105,21 @@ def sigmoid_dice_loss(logits: torch.Tensor, target: torch.Tensor, ignore_index: 
     return _dice_from_probs(torch.sigmoid(logits[:, :num_classes].float()), onehot, valid, smooth)
 
 
+def sigmoid_focal_loss(logits: torch.Tensor, target: torch.Tensor, ignore_index: int = 255,
+                       label_masks: Optional[torch.Tensor] = None, gamma: float = 2.0,
+                       alpha: float = 0.25) -> torch.Tensor:
+    """Per-class sigmoid focal loss (torchvision's, alpha 0.25) on the first K logits, averaged over
+    valid pixels and classes (targets as in :func:`sigmoid_bce_loss`)."""
+    from torchvision.ops import sigmoid_focal_loss as tv_focal
+
+    num_classes = logits.shape[1] - 1
+    onehot, valid = _sigmoid_targets(target, num_classes, ignore_index, label_masks)
+    if not valid.any():
+        return _zero(logits)
+    loss = tv_focal(logits[:, :num_classes].float(), onehot, alpha=alpha, gamma=gamma, reduction="none")
+    return (loss * valid.unsqueeze(1)).sum() / (valid.sum() * num_classes)
+
+
 # LOSS_TYPE -> {loss name: (function, which weight)}. Functions take
 # (logits, target, ignore_index, label_masks, gamma) through the adapters below.
 def _ce(lg, t, ig, lm, gamma):
@@ -132,6 +149,21 @@ PER_PIXEL_LOSSES: Dict[str, Dict[str, tuple]] = {
     "focal": {"loss_focal": (_focal, "main")},
     "bce": {"loss_bce": (_bce, "main")},
     "bce+dice": {"loss_bce": (_bce, "main"), "loss_dice": (_sdice, "dice")},
+}
+
+def _sfocal(lg, t, ig, lm, gamma):
+    return sigmoid_focal_loss(lg, t, ig, lm, gamma)
+
+
+# Multi-label data (attributes overlap, targets are ``label_masks``): every LOSS_TYPE becomes its
+# per-attribute sigmoid counterpart, so naming a multi-label dataset is enough (CE -> BCE).
+MULTI_LABEL_LOSSES: Dict[str, Dict[str, tuple]] = {
+    "ce": {"loss_bce": (_bce, "main")},
+    "bce": {"loss_bce": (_bce, "main")},
+    "ce+dice": {"loss_bce": (_bce, "main"), "loss_dice": (_sdice, "dice")},
+    "bce+dice": {"loss_bce": (_bce, "main"), "loss_dice": (_sdice, "dice")},
+    "focal": {"loss_focal": (_sfocal, "main")},
+    "focal+dice": {"loss_focal": (_sfocal, "main"), "loss_dice": (_sdice, "dice")},
 }
 # Loss types whose classes are independent sigmoids: inference emits sigmoid(logits[:K]).
 SIGMOID_LOSS_TYPES = {"bce", "bce+dice"}

@@ -11,14 +11,30 @@ from skinformer.config import configurable
 from skinformer.structures import ImageList
 
 from ..backbone import Backbone, build_backbone
-from ..per_pixel_losses import PER_PIXEL_LOSSES, SIGMOID_LOSS_TYPES
+from ..per_pixel_losses import MULTI_LABEL_LOSSES, PER_PIXEL_LOSSES, SIGMOID_LOSS_TYPES
 from ..postprocessing import sem_seg_postprocess
 from ..sem_seg_heads import build_sem_seg_head
 from .build import META_ARCH_REGISTRY
 
-__all__ = ["PerPixelSegmentor"]
+__all__ = ["PerPixelSegmentor", "datasets_are_multi_label"]
 
 logger = logging.getLogger(__name__)
+
+
+def datasets_are_multi_label(cfg) -> bool:
+    """Whether the training (else test) datasets are multi-label (overlapping per-class masks, the
+    ``MultiLabelMapper`` of e.g. ``isic2018_task2_*``), read from their metadata ``mapper`` or from
+    ``INPUT.DATASET_MAPPER_NAME``. Mixing multi-label and single-label datasets is an error."""
+    from skinformer.data.catalog import MetadataCatalog
+
+    if cfg.INPUT.DATASET_MAPPER_NAME:
+        return cfg.INPUT.DATASET_MAPPER_NAME == "MultiLabelMapper"
+    names = list(cfg.DATASETS.TRAIN) or list(cfg.DATASETS.TEST)
+    kinds = {n: MetadataCatalog.get(n).get("mapper", "") == "MultiLabelMapper" for n in names}
+    if len(set(kinds.values())) > 1:
+        raise ValueError(f"DATASETS {names} mix multi-label and single-label datasets ({kinds}); a per-pixel "
+                         f"model is either one sigmoid per class or a label map")
+    return any(kinds.values())
 
 
 @META_ARCH_REGISTRY.register()
@@ -43,13 +59,20 @@ class PerPixelSegmentor(nn.Module):
     ``label_masks`` (bool K×h×w) when present. Returns ``{loss_name: scalar}``.
     Inference returns ``[{"sem_seg": K×height×width}]`` at each dict's original ``height``/``width``:
     softmax probabilities of the K classes (sigmoid for "bce" loss types).
+
+    Multi-label data (``multi_label``, set from the datasets' metadata by :func:`datasets_are_multi_label`):
+    training reads ``label_masks`` (bool K×h×w, overlapping) instead of ``sem_seg``, every class is an
+    independent sigmoid of logit ``k`` and ``loss_type`` takes its per-class sigmoid form
+    (``MULTI_LABEL_LOSSES``: CE -> BCE, focal -> sigmoid focal, Dice -> per-class sigmoid Dice; padded
+    pixels are ignored). Inference emits ``sigmoid(logits[:K])``, thresholded per class by the
+    ``isic_task2`` evaluator. The "no class" logit is then unused.
     """
 
     @configurable
     def __init__(self, *, backbone: Backbone, sem_seg_head: nn.Module, num_classes: int,
                  pixel_mean: Sequence[float], pixel_std: Sequence[float], ignore_value: int = 255,
                  loss_type: str = "ce+dice", loss_weight: float = 1.0, dice_weight: float = 1.0,
-                 focal_gamma: float = 2.0, size_divisibility: int = 32):
+                 focal_gamma: float = 2.0, size_divisibility: int = 32, multi_label: bool = False):
         super().__init__()
         if loss_type not in PER_PIXEL_LOSSES:
             raise ValueError(f"MODEL.SEM_SEG_HEAD.LOSS_TYPE='{loss_type}' is unknown; expected one of "
@@ -65,7 +88,9 @@ class PerPixelSegmentor(nn.Module):
         self.loss_weight = loss_weight
         self.dice_weight = dice_weight
         self.focal_gamma = focal_gamma
-        self.sigmoid = loss_type in SIGMOID_LOSS_TYPES
+        self.multi_label = bool(multi_label)
+        self.sigmoid = self.multi_label or loss_type in SIGMOID_LOSS_TYPES
+        self.loss_table = (MULTI_LABEL_LOSSES if self.multi_label else PER_PIXEL_LOSSES)[loss_type]
         self.size_divisibility = max(int(size_divisibility), int(backbone.size_divisibility or 0))
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(-1, 1, 1), False)
@@ -87,6 +112,7 @@ class PerPixelSegmentor(nn.Module):
             "dice_weight": h.DICE_WEIGHT,
             "focal_gamma": h.FOCAL_GAMMA,
             "size_divisibility": h.SIZE_DIVISIBILITY,
+            "multi_label": datasets_are_multi_label(cfg),
         }
 
     @property
@@ -110,6 +136,37 @@ class PerPixelSegmentor(nn.Module):
         return self.inference(logits, batched_inputs, images)
 
     def losses(self, logits: torch.Tensor, batched_inputs: List[dict], images: ImageList) -> Dict[str, torch.Tensor]:
+        if self.multi_label:
+            targets, label_masks = self._multi_label_targets(batched_inputs, images)
+        else:
+            targets, label_masks = self._label_map_targets(batched_inputs)
+        weights = {"main": self.loss_weight, "dice": self.loss_weight * self.dice_weight}
+        return {
+            name: fn(logits, targets, self.ignore_value, label_masks, self.focal_gamma) * weights[which]
+            for name, (fn, which) in self.loss_table.items()
+        }
+
+    def _multi_label_targets(self, batched_inputs: List[dict], images: ImageList):
+        """``label_masks`` padded to ``B×K×H×W`` float and a ``B×H×W`` map that is 0 on image pixels and
+        ``ignore_value`` on padding (the losses' validity mask)."""
+        for x in batched_inputs:
+            lm = x.get("label_masks")
+            if lm is None:
+                raise KeyError(f"PerPixelSegmentor on multi-label data needs 'label_masks' (bool K×h×w) in every input "
+                               f"dict ({x.get('file_name', '?')} has none); use the MultiLabelMapper")
+            if lm.dim() != 3 or lm.shape[0] != self.num_classes or tuple(lm.shape[-2:]) != tuple(x["image"].shape[-2:]):
+                raise ValueError(f"'label_masks' of {x.get('file_name', '?')} has shape {tuple(lm.shape)}; expected "
+                                 f"({self.num_classes}, {x['image'].shape[-2]}, {x['image'].shape[-1]}) "
+                                 f"(MODEL.SEM_SEG_HEAD.NUM_CLASSES × image size)")
+        label_masks = ImageList.from_tensors([x["label_masks"].to(self.device).float() for x in batched_inputs],
+                                             self.size_divisibility, pad_value=0.0).tensor
+        targets = torch.full(label_masks.shape[:1] + label_masks.shape[2:], self.ignore_value, dtype=torch.long,
+                             device=self.device)
+        for i, (h, w) in enumerate(images.image_sizes):
+            targets[i, :h, :w] = 0
+        return targets, label_masks
+
+    def _label_map_targets(self, batched_inputs: List[dict]):
         if any("sem_seg" not in x for x in batched_inputs):
             raise KeyError("PerPixelSegmentor training needs 'sem_seg' (int64 h×w label map) in every input dict; "
                            "use a semantic / multi-label dataset mapper")
@@ -124,11 +181,7 @@ class PerPixelSegmentor(nn.Module):
         if self.sigmoid and all("label_masks" in x for x in batched_inputs):
             label_masks = ImageList.from_tensors([x["label_masks"].to(self.device).float() for x in batched_inputs],
                                                  self.size_divisibility, pad_value=0.0).tensor
-        weights = {"main": self.loss_weight, "dice": self.loss_weight * self.dice_weight}
-        return {
-            name: fn(logits, targets, self.ignore_value, label_masks, self.focal_gamma) * weights[which]
-            for name, (fn, which) in PER_PIXEL_LOSSES[self.loss_type].items()
-        }
+        return targets, label_masks
 
     def inference(self, logits: torch.Tensor, batched_inputs: List[dict], images: ImageList) -> List[dict]:
         if self.sigmoid:
