@@ -46,6 +46,23 @@ _C.MODEL.TIMM.OUT_FEATURES = ["res2", "res3", "res4", "res5"]
 # Replace BatchNorm with FrozenBatchNorm2d.
 _C.MODEL.TIMM.FREEZE_BN = False
 
+# Classic U-Net encoder (BACKBONE.NAME "UNetEncoder"), trained from scratch: level i is res{i}
+# (stride 2^i), widths below; RESIDUAL = residual double-conv blocks (residual U-Net).
+_C.MODEL.UNET_ENCODER = CN()
+_C.MODEL.UNET_ENCODER.CHANNELS = [64, 128, 256, 512, 1024]
+_C.MODEL.UNET_ENCODER.NORM = "BN"
+_C.MODEL.UNET_ENCODER.RESIDUAL = False
+# Subset of res0..res{n-1} to return ([] = all).
+_C.MODEL.UNET_ENCODER.OUT_FEATURES = []
+
+# SegFormer's Mix Transformer encoder (BACKBONE.NAME "MiTBackbone"); PRETRAINED_FILE = a local
+# Hugging Face nvidia/mit-b* (or segformer-b*) pytorch_model.bin, "" = random init.
+_C.MODEL.MIT = CN()
+_C.MODEL.MIT.VARIANT = "b0"  # "b0" .. "b5"
+_C.MODEL.MIT.DROP_PATH_RATE = 0.1
+_C.MODEL.MIT.OUT_FEATURES = ["res2", "res3", "res4", "res5"]
+_C.MODEL.MIT.PRETRAINED_FILE = ""
+
 _C.MODEL.RESNETS = CN()
 _C.MODEL.RESNETS.DEPTH = 50
 _C.MODEL.RESNETS.OUT_FEATURES = ["res2", "res3", "res4", "res5"]
@@ -123,6 +140,17 @@ _C.MODEL.SEM_SEG_HEAD.UNET_ATTENTION_GATES = False
 _C.MODEL.SEM_SEG_HEAD.UNET_RESIDUAL = False
 # Pad the normalised batch to a multiple of this (at least the backbone's size_divisibility).
 _C.MODEL.SEM_SEG_HEAD.SIZE_DIVISIBILITY = 32
+# --- U-Net variants (seed recipes) ---
+# Up-sampling in the U-Net decoder: "bilinear" or "transposed" (learned 2×2 stride-2 ConvTranspose2d).
+_C.MODEL.SEM_SEG_HEAD.UNET_UPSAMPLE = "bilinear"
+# Dropout2d before the U-Net classifier (0 = none).
+_C.MODEL.SEM_SEG_HEAD.UNET_DROPOUT = 0.0
+# Dilated side branches (3×3 dilated conv -> 3×3 conv -> stride-2 conv, CHANNELS each) on FEATURE,
+# concatenated to the feature of twice its stride ("" = off). The Inception-v3 U-Net: res2, [2, 3, 4], 256.
+_C.MODEL.SEM_SEG_HEAD.UNET_DILATED_BRANCHES = CN()
+_C.MODEL.SEM_SEG_HEAD.UNET_DILATED_BRANCHES.FEATURE = ""
+_C.MODEL.SEM_SEG_HEAD.UNET_DILATED_BRANCHES.DILATIONS = [2, 3, 4]
+_C.MODEL.SEM_SEG_HEAD.UNET_DILATED_BRANCHES.CHANNELS = 256
 
 # ---------------------------------------------------------------------------------------------
 # Input and augmentation
