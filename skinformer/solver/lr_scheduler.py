@@ -88,6 +88,17 @@ class LRMultiplier(torch.optim.lr_scheduler.LRScheduler):
         self._max_iter = max_iter
         super().__init__(optimizer, last_epoch=last_iter)
 
+    @property
+    def max_iter(self) -> int:
+        return self._max_iter
+
+    @max_iter.setter
+    def max_iter(self, value: int) -> None:
+        # a wall-clock budget re-estimates the length of the run while it trains (engine/budget.py)
+        if value <= 0:
+            raise ValueError(f"LRMultiplier: max_iter must be > 0, got {value}")
+        self._max_iter = int(value)
+
     def state_dict(self):
         return {"base_lrs": list(self.base_lrs), "last_epoch": self.last_epoch}
 
