@@ -46,6 +46,23 @@ _C.MODEL.TIMM.OUT_FEATURES = ["res2", "res3", "res4", "res5"]
 # Replace BatchNorm with FrozenBatchNorm2d.
 _C.MODEL.TIMM.FREEZE_BN = False
 
+# Classic U-Net encoder (BACKBONE.NAME "UNetEncoder"), trained from scratch: level i is res{i}
+# (stride 2^i), widths below; RESIDUAL = residual double-conv blocks (residual U-Net).
+_C.MODEL.UNET_ENCODER = CN()
+_C.MODEL.UNET_ENCODER.CHANNELS = [64, 128, 256, 512, 1024]
+_C.MODEL.UNET_ENCODER.NORM = "BN"
+_C.MODEL.UNET_ENCODER.RESIDUAL = False
+# Subset of res0..res{n-1} to return ([] = all).
+_C.MODEL.UNET_ENCODER.OUT_FEATURES = []
+
+# SegFormer's Mix Transformer encoder (BACKBONE.NAME "MiTBackbone"); PRETRAINED_FILE = a local
+# Hugging Face nvidia/mit-b* (or segformer-b*) pytorch_model.bin, "" = random init.
+_C.MODEL.MIT = CN()
+_C.MODEL.MIT.VARIANT = "b0"  # "b0" .. "b5"
+_C.MODEL.MIT.DROP_PATH_RATE = 0.1
+_C.MODEL.MIT.OUT_FEATURES = ["res2", "res3", "res4", "res5"]
+_C.MODEL.MIT.PRETRAINED_FILE = ""
+
 _C.MODEL.RESNETS = CN()
 _C.MODEL.RESNETS.DEPTH = 50
 _C.MODEL.RESNETS.OUT_FEATURES = ["res2", "res3", "res4", "res5"]
@@ -79,6 +96,11 @@ _C.MODEL.SEM_SEG_HEAD.DICE_WEIGHT = 1.0
 # Focusing parameter of the focal losses ("focal", "sigmoid_focal", "weighted_ce_focal", "focal_dice").
 _C.MODEL.SEM_SEG_HEAD.FOCAL_GAMMA = 2.0
 
+# --- weight init of new (non-backbone) conv / linear layers (modeling/weight_init.py) ---
+_C.MODEL.INIT = CN()
+_C.MODEL.INIT.METHOD = "none"  # "xavier", "kaiming", "orthogonal", "normal", "none"
+_C.MODEL.INIT.INCLUDE_BACKBONE = False  # also re-initialise the backbone (random-init encoders)
+_C.MODEL.INIT.NORMAL_STD = 0.02  # std of "normal"
 # --- loss registry (modeling/losses; used by PerPixelSegmentor) ---
 _C.MODEL.LOSS = CN()
 # Terms of the loss, by LOSS_REGISTRY short name or class name: "ce", "focal", "sigmoid_focal",
@@ -118,6 +140,17 @@ _C.MODEL.SEM_SEG_HEAD.UNET_ATTENTION_GATES = False
 _C.MODEL.SEM_SEG_HEAD.UNET_RESIDUAL = False
 # Pad the normalised batch to a multiple of this (at least the backbone's size_divisibility).
 _C.MODEL.SEM_SEG_HEAD.SIZE_DIVISIBILITY = 32
+# --- U-Net variants (seed recipes) ---
+# Up-sampling in the U-Net decoder: "bilinear" or "transposed" (learned 2×2 stride-2 ConvTranspose2d).
+_C.MODEL.SEM_SEG_HEAD.UNET_UPSAMPLE = "bilinear"
+# Dropout2d before the U-Net classifier (0 = none).
+_C.MODEL.SEM_SEG_HEAD.UNET_DROPOUT = 0.0
+# Dilated side branches (3×3 dilated conv -> 3×3 conv -> stride-2 conv, CHANNELS each) on FEATURE,
+# concatenated to the feature of twice its stride ("" = off). The Inception-v3 U-Net: res2, [2, 3, 4], 256.
+_C.MODEL.SEM_SEG_HEAD.UNET_DILATED_BRANCHES = CN()
+_C.MODEL.SEM_SEG_HEAD.UNET_DILATED_BRANCHES.FEATURE = ""
+_C.MODEL.SEM_SEG_HEAD.UNET_DILATED_BRANCHES.DILATIONS = [2, 3, 4]
+_C.MODEL.SEM_SEG_HEAD.UNET_DILATED_BRANCHES.CHANNELS = 256
 
 # ---------------------------------------------------------------------------------------------
 # Input and augmentation
@@ -195,8 +228,10 @@ _C.DATALOADER.ASPECT_RATIO_GROUPING = False
 # Solver
 # ---------------------------------------------------------------------------------------------
 _C.SOLVER = CN()
-_C.SOLVER.OPTIMIZER = "ADAMW"  # "ADAMW", "ADAM", "SGD"
-_C.SOLVER.LR_SCHEDULER_NAME = "WarmupPolyLR"  # "WarmupMultiStepLR", "WarmupCosineLR", "WarmupPolyLR"
+_C.SOLVER.OPTIMIZER = "ADAMW"  # "ADAMW", "ADAM", "SGD", "RMSPROP", "ADAGRAD"
+# "WarmupMultiStepLR", "WarmupCosineLR", "WarmupPolyLR", "WarmupStepLR", "WarmupExponentialLR",
+# "WarmupCosineRestartLR", "OneCycleLR", "ReduceLROnPlateau"
+_C.SOLVER.LR_SCHEDULER_NAME = "WarmupPolyLR"
 _C.SOLVER.MAX_ITER = 1000
 _C.SOLVER.BASE_LR = 1e-4
 _C.SOLVER.BASE_LR_END = 0.0
@@ -224,6 +259,42 @@ _C.SOLVER.ACCUMULATE_STEPS = 1
 # If > 0, IMS_PER_BATCH / BASE_LR / MAX_ITER / STEPS / periods were tuned for this many
 # processes and are rescaled to the actual world size (linear scaling rule).
 _C.SOLVER.REFERENCE_WORLD_SIZE = 0
+# --- more optimizers, schedules, plateau / early stopping, epoch budgets ---
+_C.SOLVER.EPS = 1e-8  # RMSPROP / ADAGRAD
+_C.SOLVER.RMSPROP_ALPHA = 0.99
+_C.SOLVER.ADAGRAD_LR_DECAY = 0.0
+# Step-based schedules (WarmupStepLR, WarmupExponentialLR, WarmupCosineRestartLR, OneCycleLR)
+# step per "iter" or per "epoch" (lr constant within an epoch; STEP_SIZE / T_0 in epochs).
+_C.SOLVER.SCHEDULER_STEP_UNIT = "iter"
+_C.SOLVER.STEP_SIZE = 1000  # WarmupStepLR: x GAMMA every STEP_SIZE units; WarmupExponentialLR: x GAMMA per unit
+_C.SOLVER.COSINE_RESTART = CN()  # SGDR; eta_min = SOLVER.BASE_LR_END
+_C.SOLVER.COSINE_RESTART.T_0 = 1000
+_C.SOLVER.COSINE_RESTART.T_MULT = 1
+_C.SOLVER.ONE_CYCLE = CN()  # BASE_LR is the peak (max_lr)
+_C.SOLVER.ONE_CYCLE.PCT_START = 0.3
+_C.SOLVER.ONE_CYCLE.DIV_FACTOR = 25.0
+_C.SOLVER.ONE_CYCLE.FINAL_DIV_FACTOR = 1e4
+# Reduce the lr by FACTOR when the validation METRIC (a flat key like "isic_task1/jaccard") has
+# not improved (by more than THRESHOLD, relative) for more than PATIENCE evaluations. Used by
+# LR_SCHEDULER_NAME "ReduceLROnPlateau"; with another schedule it multiplies it.
+_C.SOLVER.PLATEAU = CN()
+_C.SOLVER.PLATEAU.METRIC = ""
+_C.SOLVER.PLATEAU.MODE = "max"
+_C.SOLVER.PLATEAU.PATIENCE = 3
+_C.SOLVER.PLATEAU.FACTOR = 0.1
+_C.SOLVER.PLATEAU.THRESHOLD = 1e-4
+_C.SOLVER.PLATEAU.MIN_LR = 0.0
+# Stop when METRIC (default TEST.BEST_CHECKPOINT_METRIC) has not improved by more than
+# MIN_DELTA for PATIENCE evaluations (0 = off); model_best.pth is kept on that metric.
+_C.SOLVER.EARLY_STOPPING = CN()
+_C.SOLVER.EARLY_STOPPING.PATIENCE = 0
+_C.SOLVER.EARLY_STOPPING.METRIC = ""
+_C.SOLVER.EARLY_STOPPING.MODE = "max"
+_C.SOLVER.EARLY_STOPPING.MIN_DELTA = 0.0
+# Budgets in epochs (0 = use MAX_ITER / CHECKPOINT_PERIOD / TEST.EVAL_PERIOD): converted to
+# iterations with ceil(#train images / (IMS_PER_BATCH x ACCUMULATE_STEPS)) per epoch, logged.
+_C.SOLVER.MAX_EPOCHS = 0
+_C.SOLVER.CHECKPOINT_PERIOD_EPOCHS = 0
 _C.SOLVER.CLIP_GRADIENTS = CN()
 _C.SOLVER.CLIP_GRADIENTS.ENABLED = False
 # "full_model" (one norm over all parameters), "value" or "norm" (per parameter).
@@ -242,6 +313,7 @@ _C.TEST = CN()
 _C.TEST.EVAL_PERIOD = 0
 # Skip periodic evaluations before this iteration (SiMaskFormer's key).
 _C.TEST.EVAL_START_ITER = 0
+_C.TEST.EVAL_PERIOD_EPOCHS = 0  # evaluate every N epochs (overrides EVAL_PERIOD when > 0)
 _C.TEST.IMS_PER_BATCH = 1
 _C.TEST.DETECTIONS_PER_IMAGE = 100
 _C.TEST.EXPECTED_RESULTS = []

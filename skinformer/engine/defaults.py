@@ -284,6 +284,10 @@ class DefaultTrainer(TrainerBase):
         log = logging.getLogger("skinformer")
         if not log.isEnabledFor(logging.INFO):
             setup_logger()
+        from skinformer.solver import apply_epoch_budgets
+
+        # epochs -> iterations first, so auto-scaling keeps the number of epochs
+        cfg = apply_epoch_budgets(cfg)
         cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
         self.check_dataset_metadata(cfg)
         _validate_first_images(cfg)
@@ -359,11 +363,17 @@ class DefaultTrainer(TrainerBase):
     # -- training --------------------------------------------------------------------------
     def build_hooks(self) -> List[hooks.HookBase]:
         """IterationTimer, LRScheduler, PeriodicCheckpointer (main), EvalHook, BestCheckpointer
-        (main, if TEST.BEST_CHECKPOINT_METRIC), PeriodicWriter (main, LOG_PERIOD)."""
+        (main, if TEST.BEST_CHECKPOINT_METRIC or early stopping), ReduceLROnPlateau (if
+        SOLVER.PLATEAU.METRIC), EarlyStopping (if SOLVER.EARLY_STOPPING.PATIENCE), PeriodicWriter
+        (main, LOG_PERIOD)."""
         cfg = self.cfg
         ret: List[Optional[hooks.HookBase]] = [hooks.IterationTimer(), hooks.LRScheduler()]
-        if comm.is_main_process():
-            ret.append(hooks.PeriodicCheckpointer(self.checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD))
+        periodic_ckpt = hooks.PeriodicCheckpointer(self.checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD)
+        # plateau / early stopping change state on an evaluation: checkpoint after them instead,
+        # so a checkpoint of an evaluation iteration resumes with that evaluation's effect
+        metric_hooks = bool(cfg.SOLVER.PLATEAU.METRIC) or cfg.SOLVER.EARLY_STOPPING.PATIENCE > 0
+        if comm.is_main_process() and not metric_hooks:
+            ret.append(periodic_ckpt)
 
         def test_and_save_results():
             self._last_eval_results = self.test(self.cfg, self.model)
@@ -372,9 +382,27 @@ class DefaultTrainer(TrainerBase):
         # after checkpointing, so a crash in evaluation still leaves a checkpoint
         ret.append(hooks.EvalHook(cfg.TEST.EVAL_PERIOD, test_and_save_results,
                                   eval_start_iter=cfg.TEST.EVAL_START_ITER))
-        if comm.is_main_process() and cfg.TEST.BEST_CHECKPOINT_METRIC:
-            ret.append(hooks.BestCheckpointer(cfg.TEST.EVAL_PERIOD, self.checkpointer,
-                                              cfg.TEST.BEST_CHECKPOINT_METRIC, cfg.TEST.BEST_CHECKPOINT_MODE))
+        stop = cfg.SOLVER.EARLY_STOPPING
+        stop_metric = stop.METRIC or cfg.TEST.BEST_CHECKPOINT_METRIC
+        if stop.PATIENCE > 0 and not stop_metric:
+            raise ValueError("SOLVER.EARLY_STOPPING.PATIENCE > 0 needs SOLVER.EARLY_STOPPING.METRIC or "
+                             "TEST.BEST_CHECKPOINT_METRIC (a validation metric such as 'isic_task1/jaccard')")
+        if (stop.PATIENCE > 0 or cfg.SOLVER.PLATEAU.METRIC) and cfg.TEST.EVAL_PERIOD <= 0:
+            raise ValueError("Early stopping / SOLVER.PLATEAU need periodic evaluation: set TEST.EVAL_PERIOD or "
+                             "TEST.EVAL_PERIOD_EPOCHS > 0")
+        best_metric, best_mode = cfg.TEST.BEST_CHECKPOINT_METRIC, cfg.TEST.BEST_CHECKPOINT_MODE
+        if not best_metric and stop.PATIENCE > 0:  # early stopping keeps model_best.pth on its metric
+            best_metric, best_mode = stop_metric, stop.MODE
+        if comm.is_main_process() and best_metric:
+            ret.append(hooks.BestCheckpointer(cfg.TEST.EVAL_PERIOD, self.checkpointer, best_metric, best_mode))
+        if cfg.SOLVER.PLATEAU.METRIC:
+            p = cfg.SOLVER.PLATEAU
+            ret.append(hooks.ReduceLROnPlateau(p.METRIC, p.MODE, p.PATIENCE, p.FACTOR, p.THRESHOLD, p.MIN_LR))
+        if stop.PATIENCE > 0:
+            ret.append(hooks.EarlyStopping(stop_metric, stop.MODE, stop.PATIENCE, stop.MIN_DELTA,
+                                           checkpointer=self.checkpointer))
+        if comm.is_main_process() and metric_hooks:
+            ret.append(periodic_ckpt)
         if comm.is_main_process():
             # last, so it also writes the evaluation results
             ret.append(hooks.PeriodicWriter(self.build_writers(), period=cfg.LOG_PERIOD))

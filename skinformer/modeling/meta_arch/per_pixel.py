@@ -16,9 +16,25 @@ from ..postprocessing import sem_seg_postprocess
 from ..sem_seg_heads import build_sem_seg_head
 from .build import META_ARCH_REGISTRY
 
-__all__ = ["PerPixelSegmentor"]
+__all__ = ["PerPixelSegmentor", "datasets_are_multi_label"]
 
 logger = logging.getLogger(__name__)
+
+
+def datasets_are_multi_label(cfg) -> bool:
+    """Whether the training (else test) datasets are multi-label (overlapping per-class masks, the
+    ``MultiLabelMapper`` of e.g. ``isic2018_task2_*``), read from their metadata ``mapper`` or from
+    ``INPUT.DATASET_MAPPER_NAME``. Mixing multi-label and single-label datasets is an error."""
+    from skinformer.data.catalog import MetadataCatalog
+
+    if cfg.INPUT.DATASET_MAPPER_NAME:
+        return cfg.INPUT.DATASET_MAPPER_NAME == "MultiLabelMapper"
+    names = list(cfg.DATASETS.TRAIN) or list(cfg.DATASETS.TEST)
+    kinds = {n: MetadataCatalog.get(n).get("mapper", "") == "MultiLabelMapper" for n in names}
+    if len(set(kinds.values())) > 1:
+        raise ValueError(f"DATASETS {names} mix multi-label and single-label datasets ({kinds}); a per-pixel "
+                         f"model is either one sigmoid per class or a label map")
+    return any(kinds.values())
 
 
 @META_ARCH_REGISTRY.register()
@@ -43,12 +59,19 @@ class PerPixelSegmentor(nn.Module):
     ``label_masks`` (bool K×h×w) when present. Returns ``{loss_name: scalar}``.
     Inference returns ``[{"sem_seg": K×height×width}]`` at each dict's original ``height``/``width``:
     softmax probabilities of the K classes (sigmoids when the loss scores sigmoids).
+
+    Multi-label data (``multi_label``, set from the datasets' metadata by :func:`datasets_are_multi_label`):
+    training reads ``label_masks`` (bool K×h×w, overlapping) instead of ``sem_seg`` and hands them
+    to the loss as per-class masks, which every registered loss scores with one sigmoid per class
+    (CE/BCE, focal, Dice... per attribute; padded pixels are invalid). Inference emits
+    ``sigmoid(logits[:K])``, thresholded per class by the ``isic_task2`` evaluator. The "no class"
+    logit is then unused.
     """
 
     @configurable
     def __init__(self, *, backbone: Backbone, sem_seg_head: nn.Module, num_classes: int,
                  pixel_mean: Sequence[float], pixel_std: Sequence[float], ignore_value: int = 255,
-                 loss: Optional[nn.Module] = None, size_divisibility: int = 32):
+                 loss: Optional[nn.Module] = None, size_divisibility: int = 32, multi_label: bool = False):
         super().__init__()
         if len(pixel_mean) != len(pixel_std):
             raise ValueError(f"MODEL.PIXEL_MEAN {list(pixel_mean)} and MODEL.PIXEL_STD {list(pixel_std)} "
@@ -61,7 +84,8 @@ class PerPixelSegmentor(nn.Module):
             loss = LossCombination({"ce": CrossEntropyLoss(ignore_index=ignore_value),
                                     "dice": DiceLoss(ignore_index=ignore_value)}, {"ce": 1.0, "dice": 1.0}, "softmax")
         self.loss = loss
-        self.sigmoid = loss.activation == "sigmoid"
+        self.multi_label = bool(multi_label)
+        self.sigmoid = self.multi_label or loss.activation == "sigmoid"
         self.size_divisibility = max(int(size_divisibility), int(backbone.size_divisibility or 0))
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(-1, 1, 1), False)
@@ -81,6 +105,7 @@ class PerPixelSegmentor(nn.Module):
             "ignore_value": h.IGNORE_VALUE,
             "loss": build_loss(cfg),
             "size_divisibility": h.SIZE_DIVISIBILITY,
+            "multi_label": datasets_are_multi_label(cfg),
         }
 
     @property
@@ -104,6 +129,8 @@ class PerPixelSegmentor(nn.Module):
         return self.inference(logits, batched_inputs, images)
 
     def losses(self, logits: torch.Tensor, batched_inputs: List[dict], images: ImageList) -> Dict[str, torch.Tensor]:
+        if self.multi_label:
+            return self._multi_label_losses(logits, batched_inputs, images)
         if any("sem_seg" not in x for x in batched_inputs):
             raise KeyError("PerPixelSegmentor training needs 'sem_seg' (int64 h×w label map) in every input dict; "
                            "use a semantic / multi-label dataset mapper")
@@ -120,6 +147,25 @@ class PerPixelSegmentor(nn.Module):
                                                  self.size_divisibility, pad_value=0.0).tensor
             return self.loss(logits, label_masks, valid=targets != self.ignore_value)
         return self.loss(logits, targets)
+
+    def _multi_label_losses(self, logits: torch.Tensor, batched_inputs: List[dict],
+                            images: ImageList) -> Dict[str, torch.Tensor]:
+        for x in batched_inputs:
+            lm = x.get("label_masks")
+            if lm is None:
+                raise KeyError(f"PerPixelSegmentor on multi-label data needs 'label_masks' (bool K×h×w) in every input "
+                               f"dict ({x.get('file_name', '?')} has none); use the MultiLabelMapper")
+            if lm.dim() != 3 or lm.shape[0] != self.num_classes or tuple(lm.shape[-2:]) != tuple(x["image"].shape[-2:]):
+                raise ValueError(f"'label_masks' of {x.get('file_name', '?')} has shape {tuple(lm.shape)}; expected "
+                                 f"({self.num_classes}, {x['image'].shape[-2]}, {x['image'].shape[-1]}) "
+                                 f"(MODEL.SEM_SEG_HEAD.NUM_CLASSES × image size)")
+        label_masks = ImageList.from_tensors([x["label_masks"].to(self.device).float() for x in batched_inputs],
+                                             self.size_divisibility, pad_value=0.0).tensor
+        # padding is not "attribute absent": leave it out of every loss
+        valid = torch.zeros(label_masks.shape[:1] + label_masks.shape[2:], dtype=torch.bool, device=self.device)
+        for i, (h, w) in enumerate(images.image_sizes):
+            valid[i, :h, :w] = True
+        return self.loss(logits, label_masks, valid=valid)
 
     def inference(self, logits: torch.Tensor, batched_inputs: List[dict], images: ImageList) -> List[dict]:
         if self.sigmoid:
