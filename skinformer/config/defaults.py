@@ -100,7 +100,7 @@ _C.MODEL.SEM_SEG_HEAD.CONVS_DIM = 128
 _C.MODEL.SEM_SEG_HEAD.COMMON_STRIDE = 4
 _C.MODEL.SEM_SEG_HEAD.NORM = "GN"
 _C.MODEL.SEM_SEG_HEAD.LOSS_WEIGHT = 1.0
-# Per-pixel loss: "ce", "ce+dice", "bce+dice" (binary), "focal+dice".
+# Per-pixel loss: "ce", "ce+dice", "focal", "focal+dice", "bce", "bce+dice"; used when MODEL.LOSS.NAMES is empty.
 _C.MODEL.SEM_SEG_HEAD.LOSS_TYPE = "ce+dice"
 # --- per-pixel heads (PerPixelSegmentor; modeling/sem_seg_heads) ---
 # Name in SEM_SEG_HEAD_REGISTRY: "FPNHead", "DeepLabV3PlusHead", "UNetHead", "SegFormerHead".

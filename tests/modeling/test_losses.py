@@ -11,7 +11,6 @@ import torch.nn.functional as F
 from torchvision.ops import sigmoid_focal_loss
 
 from skinformer.config import get_cfg
-from skinformer.modeling import build_model
 from skinformer.modeling.losses import (
     LOSS_REGISTRY, BCEDiceLoss, CrossEntropyLoss, DiceLoss, FocalDiceLoss, FocalLoss, JaccardLoss, SigmoidFocalLoss,
     TverskyLoss, WeightedCEFocalLoss, BCELoss, build_loss, inverse_frequency_weights, resolve_class_weights,
@@ -133,6 +132,15 @@ def test_dice_pooled_vs_per_image_and_class_weighting():
     torch.testing.assert_close(got_mean, (l0 + 3 * l1) / 4)
 
 
+def test_per_image_without_smoothing_never_nan():
+    logits, target = _rand(k=1, seed=9)
+    target[1] = 255  # the second image has no valid pixel
+    loss = DiceLoss(smooth=0.0, reduction="per_image")
+    got = loss(logits, target)
+    assert torch.isfinite(got)
+    torch.testing.assert_close(got, loss(logits[:1], target[:1]))
+
+
 def test_label_map_sigmoid_equals_onehot_masks():
     logits, target = _rand(k=3, seed=2)
     masks = F.one_hot(target, 4).permute(0, 3, 1, 2)[:, :3].bool()
@@ -215,23 +223,8 @@ def test_inverse_frequency_known_answers():
                                [1, 8.066, 15.375, 2.236, 2.523], rtol=1e-3)
 
 
-def _synthetic_cfg(tmp_path, monkeypatch):
-    monkeypatch.setenv("SKINFORMER_CACHE", str(tmp_path / "cache"))
-    from skinformer.data.catalog import reset_lazy_resolution
-
-    reset_lazy_resolution()
-    cfg = get_cfg()
-    cfg.merge_from_file("configs/quickstart/per_pixel_r18_synthetic.yaml")
-    cfg.merge_from_list(["MODEL.TIMM.NAME", "resnet10t", "MODEL.SEM_SEG_HEAD.CONVS_DIM", "16",
-                         "DATALOADER.NUM_WORKERS", "0", "INPUT.MIN_SIZE_TRAIN", "(64,)", "INPUT.CROP.SIZE", "(64, 64)",
-                         "INPUT.MIN_SIZE_TEST", "64", "SOLVER.WARMUP_ITERS", "0", "SOLVER.IMS_PER_BATCH", "2",
-                         "SOLVER.MAX_ITER", "3", "SOLVER.CHECKPOINT_PERIOD", "100", "LOG_PERIOD", "1",
-                         "TEST.NUM_VIS", "0", "DATASETS.VALIDATE_FIRST_N", "1", "OUTPUT_DIR", str(tmp_path / "out")])
-    return cfg
-
-
-def test_inverse_frequency_from_synthetic_training_set(tmp_path, monkeypatch, caplog):
-    cfg = _synthetic_cfg(tmp_path, monkeypatch)
+def test_inverse_frequency_from_synthetic_training_set(tiny_synthetic_cfg, caplog):
+    cfg = tiny_synthetic_cfg
     cfg.MODEL.LOSS.CLASS_WEIGHTS = "inverse_frequency"
     with caplog.at_level(logging.INFO, logger="skinformer"):
         w = resolve_class_weights(cfg)
@@ -240,7 +233,7 @@ def test_inverse_frequency_from_synthetic_training_set(tmp_path, monkeypatch, ca
     assert "Inverse-frequency class weights" in caplog.text
 
 
-def test_train_few_iterations_on_synthetic(tmp_path, monkeypatch):
+def test_train_few_iterations_on_synthetic(tiny_synthetic_cfg, tmp_path):
     """Seed combinations end to end: weighted CE x focal + Dice with inverse-frequency weights;
     SegFormer's sigmoid focal + softmax Dice; Tversky per image."""
     from skinformer.engine import DefaultTrainer
@@ -251,7 +244,8 @@ def test_train_few_iterations_on_synthetic(tmp_path, monkeypatch):
         {"MODEL.LOSS.NAMES": ["tversky", "bce_dice"], "MODEL.LOSS.REGION_REDUCTION": "per_image"},
     ]
     for i, combo in enumerate(combos):
-        cfg = _synthetic_cfg(tmp_path, monkeypatch)
+        cfg = tiny_synthetic_cfg.clone()
+        cfg.merge_from_list(["SOLVER.IMS_PER_BATCH", "2", "SOLVER.MAX_ITER", "3", "SOLVER.CHECKPOINT_PERIOD", "100"])
         cfg.OUTPUT_DIR = str(tmp_path / f"out{i}")
         for k, v in combo.items():
             node = cfg

@@ -5,25 +5,11 @@ import logging
 
 import pytest
 
-from skinformer.config import get_cfg
-from skinformer.data.catalog import reset_lazy_resolution
 from skinformer.engine import DefaultTrainer
 
 
-def _cfg(tmp_path, monkeypatch):
-    monkeypatch.setenv("SKINFORMER_CACHE", str(tmp_path / "cache"))
-    reset_lazy_resolution()
-    cfg = get_cfg()
-    cfg.merge_from_file("configs/quickstart/per_pixel_r18_synthetic.yaml")
-    cfg.merge_from_list(["MODEL.TIMM.NAME", "resnet10t", "MODEL.SEM_SEG_HEAD.CONVS_DIM", "16",
-                         "DATALOADER.NUM_WORKERS", "0", "INPUT.MIN_SIZE_TRAIN", "(64,)", "INPUT.CROP.SIZE", "(64, 64)",
-                         "INPUT.MIN_SIZE_TEST", "64", "SOLVER.WARMUP_ITERS", "0", "LOG_PERIOD", "1",
-                         "TEST.NUM_VIS", "0", "DATASETS.VALIDATE_FIRST_N", "1", "OUTPUT_DIR", str(tmp_path / "out")])
-    return cfg
-
-
-def test_epochs_per_epoch_schedule_rmsprop_init(tmp_path, monkeypatch, caplog):
-    cfg = _cfg(tmp_path, monkeypatch)
+def test_epochs_per_epoch_schedule_rmsprop_init(tiny_synthetic_cfg, tmp_path, caplog):
+    cfg = tiny_synthetic_cfg
     # 64 synthetic training images / (16 per batch x 2 accumulated) = 2 iterations per epoch
     cfg.merge_from_list(["SOLVER.IMS_PER_BATCH", "16", "SOLVER.ACCUMULATE_STEPS", "2", "SOLVER.MAX_EPOCHS", "2",
                          "SOLVER.CHECKPOINT_PERIOD_EPOCHS", "1", "TEST.EVAL_PERIOD_EPOCHS", "1",
@@ -46,10 +32,10 @@ def test_epochs_per_epoch_schedule_rmsprop_init(tmp_path, monkeypatch, caplog):
     assert (out / "model_0000001.pth").exists() and (out / "model_final.pth").exists()
 
 
-def test_plateau_and_early_stopping_on_synthetic(tmp_path, monkeypatch):
+def test_plateau_and_early_stopping_on_synthetic(tiny_synthetic_cfg, tmp_path):
     """After the first, every evaluation counts as "no improvement" (huge MIN_DELTA / THRESHOLD):
     the lr halves after each one and training stops after two of them, keeping model_best."""
-    cfg = _cfg(tmp_path, monkeypatch)
+    cfg = tiny_synthetic_cfg
     cfg.merge_from_list(["SOLVER.IMS_PER_BATCH", "2", "SOLVER.MAX_ITER", "20", "TEST.EVAL_PERIOD", "1",
                          "SOLVER.CHECKPOINT_PERIOD", "100", "SOLVER.LR_SCHEDULER_NAME", "ReduceLROnPlateau",
                          "SOLVER.PLATEAU.METRIC", "isic_task1/jaccard", "SOLVER.PLATEAU.PATIENCE", "0",

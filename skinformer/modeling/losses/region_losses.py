@@ -67,12 +67,20 @@ class RegionLoss(nn.Module):
         gt = p.onehot[:, :k].float() * v
         dims = (0, 2, 3) if self.reduction == "pooled" else (2, 3)
         inter = (probs * gt).sum(dims)
-        loss = 1.0 - self.score(inter, probs.sum(dims), gt.sum(dims))  # K or B×K
+        psum, gsum = probs.sum(dims), gt.sum(dims)
+        score = self.score(inter, psum, gsum)  # K or B×K
+        # nothing predicted, nothing there (e.g. an image without valid pixels, smooth 0): perfect, not 0/0
+        score = torch.where((psum + gsum) > 0, score, torch.ones_like(score))
+        loss = 1.0 - score
         w = select_class_weights(self.class_weights, k)
         w = torch.ones(k, device=loss.device) if w is None else w.to(loss.device)
         per = (loss * w).sum(-1)
         if self.class_reduction == "mean":
             per = per / w.sum().clamp(min=1e-12)
+        if self.reduction == "per_image":
+            # images without a valid pixel do not count
+            has_valid = p.valid.flatten(1).any(1)
+            return per[has_valid].mean()
         return per.mean()
 
 

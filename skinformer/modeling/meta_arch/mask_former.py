@@ -34,6 +34,7 @@ from skinformer.structures import Boxes, ImageList, Instances, box_cxcywh_to_xyx
 
 from ..backbone import Backbone, build_backbone, resolve_pixel_normalization
 from ..criterion import SetCriterion, build_weight_dict
+from ..losses import resolve_class_weights
 from ..matcher import HungarianMatcher
 from ..pixel_decoder import build_pixel_decoder
 from ..postprocessing import MaskPostProcessor, sem_seg_postprocess
@@ -138,6 +139,7 @@ class MaskFormer(nn.Module):
             focal_alpha=node.FOCAL_ALPHA, focal_gamma=node.FOCAL_GAMMA, deep_supervision=node.DEEP_SUPERVISION,
             single_matching=node.SML, dn_enabled=opts["dn"] is not None,
             dn_losses=opts["dn"], proposal_empty_gt=node.get("PROPOSAL_EMPTY_GT", "exclude"),
+            class_weights=resolve_class_weights(cfg),
         )
 
     @classmethod
