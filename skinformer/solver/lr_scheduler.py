@@ -193,6 +193,17 @@ class LRMultiplier(torch.optim.lr_scheduler.LRScheduler):
         self.min_lr = 0.0
         super().__init__(optimizer, last_epoch=last_iter)
 
+    @property
+    def max_iter(self) -> int:
+        return self._max_iter
+
+    @max_iter.setter
+    def max_iter(self, value: int) -> None:
+        # a wall-clock budget re-estimates the length of the run while it trains (engine/budget.py)
+        if value <= 0:
+            raise ValueError(f"LRMultiplier: max_iter must be > 0, got {value}")
+        self._max_iter = int(value)
+
     def reduce(self, factor: float, min_lr: float = 0.0) -> None:
         """Multiply the lr from the next iteration on by ``factor``."""
         self.scale *= float(factor)
