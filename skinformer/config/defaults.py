@@ -348,6 +348,16 @@ _C.TEST.AUG.MAX_SIZE = 1024
 _C.TEST.AUG.FLIP = True
 # Also compute per-class ROC-AUC from probability maps (semantic evaluators).
 _C.TEST.ROC_AUC = False
+# Per-image metrics (PerImageEvaluator, task "per_image") next to the dataset's own evaluator:
+# per image and class Jaccard / Dice / recall / specificity / precision / F1 / F2 / accuracy,
+# averaged over images; binary data also fg/bg/mean IoU, Boundary IoU, HD95, mIoU, fwIoU, mACC, pACC.
+_C.TEST.PER_IMAGE = CN()
+_C.TEST.PER_IMAGE.ENABLED = False
+# Empty-image convention when a class is in neither prediction nor ground truth: "one" (ISIC),
+# "skip" (left out of the mean, DermoscopicSegmentation), "zero".
+_C.TEST.PER_IMAGE.EMPTY = "one"
+# Per-image, per-class ROC-AUC (images where the class is both present and absent).
+_C.TEST.PER_IMAGE.ROC_AUC = False
 
 # ---------------------------------------------------------------------------------------------
 # Misc
