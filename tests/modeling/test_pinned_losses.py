@@ -104,7 +104,7 @@ def test_losses_gradients_and_outputs_are_pinned(name, pinned):
 def test_pinned_cases_cover_every_loss_family(pinned):
     # The pins would be toothless if a case silently lost its DN / interm / aux terms.
     sim = pinned["simaskformer_ce_sml"]["losses"]
-    for key in ("loss_ce", "loss_mask_3", "loss_dice_interm", "loss_giou_dn", "loss_mask_dn_2", "proposal_loss"):
+    for key in ("loss_ce", "loss_mask_2", "loss_dice_interm", "loss_giou_dn", "loss_mask_dn_2", "proposal_loss"):
         assert key in sim and sim[key] != 0.0, key
     assert "loss_mask_1" in pinned["mask2former_ce"]["losses"]
 
