@@ -44,8 +44,10 @@ setup(
     packages=find_packages(exclude=("tests", "tests.*", "tools", "configs")),
     install_requires=install_requires,
     extras_require={
-        "dev": ["pytest>=7", "pytest-timeout"],
+        "dev": ["pytest>=7", "pytest-timeout", "segmentation-models-pytorch"],
         "demo": ["gradio"],
+        # benchmark-only: tools/benchmark.py times smp's DeepLabV3Plus("resnet50") as the reference
+        "bench": ["segmentation-models-pytorch"],
     },
     include_package_data=True,
     **ext_kwargs,
