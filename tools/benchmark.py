@@ -592,7 +592,7 @@ def section_pipeline(args) -> None:
                 data_t.append(t1 - t0)
                 step_t.append(t2 - t1)
         d, s = statistics.median(data_t), statistics.median(step_t)
-        print(f"   train: batch {cfg.SOLVER.IMS_PER_BATCH}, {cfg.DATALOADER.NUM_WORKERS} loader worker(s)")
+        print(f"   train: batch {cfg.SOLVER.IMS_PER_BATCH}, {loader.num_workers} loader worker(s)")
         _print_table(["", "median (ms)", "mean (ms)", "share of iteration"], [
             ["data wait", f"{d * 1e3:.1f}", f"{statistics.mean(data_t) * 1e3:.1f}", f"{d / (d + s):.1%}"],
             ["step (fwd+bwd+opt)", f"{s * 1e3:.1f}", f"{statistics.mean(step_t) * 1e3:.1f}", f"{s / (d + s):.1%}"],
