@@ -66,6 +66,20 @@ _C.MODEL.MIT.DROP_PATH_RATE = 0.1
 _C.MODEL.MIT.OUT_FEATURES = ["res2", "res3", "res4", "res5"]
 _C.MODEL.MIT.PRETRAINED_FILE = ""
 
+# Post-processing of semantic / multi-label predictions (MaskPostProcessor), applied inside the
+# model's inference so evaluation, visualisation and tools/predict.py all see it. Per class:
+# opening, then closing with square kernels (one size per class, or one for all; <= 1 = skip),
+# hole filling, removal of components below MIN_AREA pixels, keep the largest component.
+_C.MODEL.POSTPROCESS = CN()
+_C.MODEL.POSTPROCESS.ENABLED = False
+_C.MODEL.POSTPROCESS.OPENING_KERNELS = []
+_C.MODEL.POSTPROCESS.CLOSING_KERNELS = []
+_C.MODEL.POSTPROCESS.FILL_HOLES = False
+_C.MODEL.POSTPROCESS.KEEP_LARGEST = False
+_C.MODEL.POSTPROCESS.MIN_AREA = 0
+# Probability above which a pixel is decided foreground before post-processing.
+_C.MODEL.POSTPROCESS.THRESHOLD = 0.5
+
 _C.MODEL.RESNETS = CN()
 _C.MODEL.RESNETS.DEPTH = 50
 _C.MODEL.RESNETS.OUT_FEATURES = ["res2", "res3", "res4", "res5"]
@@ -337,6 +351,16 @@ _C.TEST.AUG.MAX_SIZE = 1024
 _C.TEST.AUG.FLIP = True
 # Also compute per-class ROC-AUC from probability maps (semantic evaluators).
 _C.TEST.ROC_AUC = False
+# Per-image metrics (PerImageEvaluator, task "per_image") next to the dataset's own evaluator:
+# per image and class Jaccard / Dice / recall / specificity / precision / F1 / F2 / accuracy,
+# averaged over images; binary data also fg/bg/mean IoU, Boundary IoU, HD95, mIoU, fwIoU, mACC, pACC.
+_C.TEST.PER_IMAGE = CN()
+_C.TEST.PER_IMAGE.ENABLED = False
+# Empty-image convention when a class is in neither prediction nor ground truth: "one" (ISIC),
+# "skip" (left out of the mean, DermoscopicSegmentation), "zero".
+_C.TEST.PER_IMAGE.EMPTY = "one"
+# Per-image, per-class ROC-AUC (images where the class is both present and absent).
+_C.TEST.PER_IMAGE.ROC_AUC = False
 
 # ---------------------------------------------------------------------------------------------
 # Misc

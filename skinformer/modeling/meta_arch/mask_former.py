@@ -37,7 +37,7 @@ from ..criterion import SetCriterion, build_weight_dict
 from ..losses import resolve_class_weights
 from ..matcher import HungarianMatcher
 from ..pixel_decoder import build_pixel_decoder
-from ..postprocessing import sem_seg_postprocess
+from ..postprocessing import MaskPostProcessor, sem_seg_postprocess
 from ..transformer_decoder import build_transformer_decoder
 from .build import META_ARCH_REGISTRY
 
@@ -73,7 +73,8 @@ class MaskFormer(nn.Module):
                  pixel_mean: Sequence[float], pixel_std: Sequence[float], semantic_on: bool = True,
                  multilabel_on: bool = False, instance_on: bool = False,
                  sem_seg_postprocess_before_inference: bool = False, test_topk_per_image: int = 100,
-                 focus_on_box: bool = False, sliding_window: Optional[Tuple[int, int]] = None):
+                 focus_on_box: bool = False, sliding_window: Optional[Tuple[int, int]] = None,
+                 postprocessor: Optional[MaskPostProcessor] = None):
         super().__init__()
         if class_loss not in ("ce", "focal"):
             raise ValueError(f"{type(self).__name__}: class_loss must be 'ce' or 'focal', got {class_loss!r}")
@@ -95,6 +96,8 @@ class MaskFormer(nn.Module):
         self.test_topk_per_image = test_topk_per_image
         self.focus_on_box = focus_on_box
         self.sliding_window = sliding_window
+        # MODEL.POSTPROCESS: cleans every emitted ``sem_seg`` (see MaskPostProcessor)
+        self.postprocessor = postprocessor
         self._dropped_losses = set()
 
     # ------------------------------------------------------------------------------------------
@@ -168,6 +171,7 @@ class MaskFormer(nn.Module):
             "test_topk_per_image": cfg.TEST.DETECTIONS_PER_IMAGE,
             "focus_on_box": node.TEST.FOCUS_ON_BOX,
             "sliding_window": (sw.SIZE, sw.STRIDE) if sw.ENABLED else None,
+            "postprocessor": MaskPostProcessor.from_config(cfg),
         }
 
     # ------------------------------------------------------------------------------------------
@@ -366,6 +370,8 @@ class MaskFormer(nn.Module):
                     if outputs is None:
                         outputs = self.predict(images.tensor)
                     r["sem_seg"] = self._dense_scores(outputs, i, padded_size, image_size, out_size)
+                if self.postprocessor is not None:
+                    r["sem_seg"] = self.postprocessor(r["sem_seg"])
             if self.instance_on:
                 boxes = outputs.get("pred_boxes")
                 r["instances"] = self.instance_inference(

@@ -12,7 +12,7 @@ from skinformer.structures import ImageList
 
 from ..backbone import Backbone, build_backbone, resolve_pixel_normalization
 from ..losses import CrossEntropyLoss, DiceLoss, LossCombination, build_loss
-from ..postprocessing import sem_seg_postprocess
+from ..postprocessing import MaskPostProcessor, sem_seg_postprocess
 from ..sem_seg_heads import build_sem_seg_head
 from .build import META_ARCH_REGISTRY
 
@@ -53,6 +53,8 @@ class PerPixelSegmentor(nn.Module):
             ``MODEL.SEM_SEG_HEAD.LOSS_TYPE``); default CE + soft Dice. Its ``activation`` decides
             whether inference emits softmax or sigmoid scores.
         size_divisibility: pad the batch to a multiple of this (raised to the backbone's own).
+        postprocessor: optional :class:`MaskPostProcessor` (``MODEL.POSTPROCESS``) applied to each
+            output ``sem_seg`` at the original resolution.
 
     Training input: mapper dicts with ``image`` (uint8 3×h×w) and ``sem_seg`` (int64 h×w; values
     0..K-1 classes, K background-not-a-class, ``ignore_value`` ignored); sigmoid losses also use
@@ -71,7 +73,8 @@ class PerPixelSegmentor(nn.Module):
     @configurable
     def __init__(self, *, backbone: Backbone, sem_seg_head: nn.Module, num_classes: int,
                  pixel_mean: Sequence[float], pixel_std: Sequence[float], ignore_value: int = 255,
-                 loss: Optional[nn.Module] = None, size_divisibility: int = 32, multi_label: bool = False):
+                 loss: Optional[nn.Module] = None, size_divisibility: int = 32, multi_label: bool = False,
+                 postprocessor: Optional[MaskPostProcessor] = None):
         super().__init__()
         if len(pixel_mean) != len(pixel_std):
             raise ValueError(f"MODEL.PIXEL_MEAN {list(pixel_mean)} and MODEL.PIXEL_STD {list(pixel_std)} "
@@ -85,6 +88,7 @@ class PerPixelSegmentor(nn.Module):
                                     "dice": DiceLoss(ignore_index=ignore_value)}, {"ce": 1.0, "dice": 1.0}, "softmax")
         self.loss = loss
         self.multi_label = bool(multi_label)
+        self.postprocessor = postprocessor
         self.sigmoid = self.multi_label or loss.activation == "sigmoid"
         self.size_divisibility = max(int(size_divisibility), int(backbone.size_divisibility or 0))
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32).view(-1, 1, 1), False)
@@ -106,6 +110,7 @@ class PerPixelSegmentor(nn.Module):
             "loss": build_loss(cfg),
             "size_divisibility": h.SIZE_DIVISIBILITY,
             "multi_label": datasets_are_multi_label(cfg),
+            "postprocessor": MaskPostProcessor.from_config(cfg),
         }
 
     @property
@@ -176,5 +181,8 @@ class PerPixelSegmentor(nn.Module):
         for score, x, size in zip(scores, batched_inputs, images.image_sizes):
             height = x.get("height", size[0])
             width = x.get("width", size[1])
-            results.append({"sem_seg": sem_seg_postprocess(score, size, height, width)})
+            score = sem_seg_postprocess(score, size, height, width)
+            if self.postprocessor is not None:
+                score = self.postprocessor(score)
+            results.append({"sem_seg": score})
         return results
