@@ -16,6 +16,7 @@ A sample whose mapper returns ``None`` (unreadable file during training) is repl
 next dataset item(s) ``(i + 1) % N, ...`` with seeds ``sample_seed(seed, position, attempt)``.
 """
 import logging
+import os
 from typing import Callable, Dict, List, Optional, Sequence, Union
 
 import torch
@@ -27,7 +28,8 @@ from .catalog import DatasetCatalog, MetadataCatalog
 from .common import DatasetFromList
 from .samplers import InferenceSampler, TrainingSampler, sample_seed
 
-__all__ = ["get_dataset_dicts", "TrainLoader", "build_train_loader", "build_test_loader", "trivial_batch_collator"]
+__all__ = ["get_dataset_dicts", "TrainLoader", "build_train_loader", "build_test_loader", "trivial_batch_collator",
+           "resolve_num_workers"]
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +40,26 @@ _MAX_CONSECUTIVE_SKIPS = 50
 def trivial_batch_collator(batch: List) -> List:
     """Batches are plain lists of mapped dicts."""
     return batch
+
+
+def _available_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def resolve_num_workers(num_workers: int, max_workers: int = 4) -> int:
+    """``DATALOADER.NUM_WORKERS``: a count (>= 0), or -1 = chosen for the machine: the CPUs this
+    process may use minus torch's intra-op threads (at most ``max_workers``), so loader workers and
+    the model's threads together do not oversubscribe the machine (2 CPUs and 1 torch thread:
+    1 worker; 2 torch threads: 0, samples are mapped in the main process)."""
+    num_workers = int(num_workers)
+    if num_workers >= 0:
+        return num_workers
+    if num_workers != -1:
+        raise ValueError(f"DATALOADER.NUM_WORKERS = {num_workers} is not valid; expected >= 0 or -1 (auto)")
+    return max(0, min(max_workers, _available_cpus() - torch.get_num_threads()))
 
 
 def get_dataset_dicts(names: Union[str, Sequence[str]], filter_empty: bool = False) -> List[Dict]:
@@ -219,7 +241,9 @@ class TrainLoader:
 def build_train_loader(cfg, mapper: Optional[Callable] = None, *, dataset: Optional[List[Dict]] = None,
                        rank: Optional[int] = None, world_size: Optional[int] = None) -> TrainLoader:
     """Training loader from ``cfg``: DATASETS.TRAIN, SOLVER.IMS_PER_BATCH (total over processes),
-    DATALOADER.NUM_WORKERS / FILTER_EMPTY_ANNOTATIONS, SEED (>= 0, else a shared random seed).
+    DATALOADER.NUM_WORKERS (-1: :func:`resolve_num_workers`) / FILTER_EMPTY_ANNOTATIONS /
+    DECODE_CACHE / DECODE_CACHE_MB (:mod:`~.decode_cache`, set on mappers with a ``decode_cache``
+    attribute), SEED (>= 0, else a shared random seed).
 
     ``mapper`` defaults to ``build_dataset_mapper(cfg, is_train=True)``; ``dataset`` to
     ``get_dataset_dicts(cfg.DATASETS.TRAIN)``.
@@ -236,7 +260,13 @@ def build_train_loader(cfg, mapper: Optional[Callable] = None, *, dataset: Optio
 
         mapper = build_dataset_mapper(cfg, is_train=True)
     seed = cfg.SEED if cfg.SEED >= 0 else None
-    loader = TrainLoader(dataset, mapper, batch_size=total // world_size, num_workers=cfg.DATALOADER.NUM_WORKERS,
+    num_workers = resolve_num_workers(cfg.DATALOADER.NUM_WORKERS)
+    if hasattr(mapper, "decode_cache") and mapper.decode_cache is None:
+        from .decode_cache import build_decode_cache
+
+        mapper.decode_cache = build_decode_cache(cfg.DATALOADER.DECODE_CACHE, cfg.DATALOADER.DECODE_CACHE_MB,
+                                                 dataset, num_workers)
+    loader = TrainLoader(dataset, mapper, batch_size=total // world_size, num_workers=num_workers,
                          seed=seed, rank=rank, world_size=world_size)
     logger.info("Train loader: %d images, %d per batch per process, %d workers, seed %d",
                 len(loader.dataset), loader.batch_size, loader.num_workers, loader.seed)
@@ -271,7 +301,7 @@ def build_test_loader(cfg, dataset_name: Union[str, List[Dict]], mapper: Optiona
 
         mapper = TestMapper(cfg)
     batch_size = int(cfg.TEST.IMS_PER_BATCH if batch_size is None else batch_size)
-    num_workers = int(cfg.DATALOADER.NUM_WORKERS if num_workers is None else num_workers)
+    num_workers = resolve_num_workers(cfg.DATALOADER.NUM_WORKERS if num_workers is None else num_workers)
     dataset = _MapDataset(DatasetFromList(dicts, copy=False), mapper)
     sampler = InferenceSampler(len(dataset), rank=rank, world_size=world_size)
     batch_sampler = torch.utils.data.BatchSampler(sampler, batch_size, drop_last=False)

@@ -152,12 +152,13 @@ class TrainerBase:
         with EventStorage(start_iter) as self.storage:
             try:
                 self.before_train()
-                for self.iter in range(start_iter, max_iter):
+                # self.max_iter, not max_iter: a hook (early stopping) may shorten the run
+                while self.iter < self.max_iter:
                     self.before_step()
                     self.run_step()
                     self.after_step()
+                    self.iter += 1
                 # iter == max_iter only after success: lets hooks tell success from a crash
-                self.iter += 1
             except Exception:
                 logger.exception("Exception during training at iteration %d:", self.iter)
                 raise

@@ -84,7 +84,7 @@ class ISICTask1Evaluator(LabelMapEvaluator):
         for inp, out in zip(inputs, outputs):
             scores, gt_file = self._scores_and_gt_file(inp, out)
             gt_fg, valid = self._read_gt_foreground(gt_file, scores.device)
-            self._check_gt_size(gt_fg.shape, gt_file, inp, scores)
+            scores = self._scores_at_gt_size(gt_fg.shape, gt_file, inp, scores)
             pred_fg = foreground_from_scores(scores, self._has_bg, self._threshold, self._bg_index)
             self._counts.append(binary_confusion(pred_fg, gt_fg, valid))
             self._image_ids.append(inp.get("image_id", inp.get("file_name")))

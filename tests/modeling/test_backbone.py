@@ -2,6 +2,7 @@ import pytest
 import torch
 import torch.nn as nn
 
+from skinformer.checkpoint import CheckpointError
 from skinformer.config import get_cfg
 from skinformer.layers import FrozenBatchNorm2d
 from skinformer.modeling.backbone import (
@@ -105,7 +106,7 @@ def test_timm_pretrained_file_reports_missing_and_unexpected(tmp_path, caplog):
 def test_timm_pretrained_file_not_a_state_dict(tmp_path):
     path = tmp_path / "bad.pth"
     torch.save([1, 2, 3], path)
-    with pytest.raises(ValueError, match="bad.pth"):
+    with pytest.raises(CheckpointError, match="MODEL.TIMM.PRETRAINED_FILE.*bad.pth.*does not contain a state dict"):
         TimmBackbone(model_name="resnet18", pretrained_file=str(path))
 
 

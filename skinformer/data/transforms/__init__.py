@@ -20,10 +20,11 @@ from .augmentation_impl import (
     RandomFlip,
     RandomRotation,
     RandomShear,
+    Resize,
     ResizeScale,
     ResizeShortestEdge,
 )
-from .build import build_augmentation, build_flip_augmentation, build_lsj_augmentation
+from .build import build_augmentation, build_flip_augmentation, build_lsj_augmentation, fixed_size
 from .transform import (
     AffineTransform,
     ColorAugSSDTransform,

@@ -1,6 +1,6 @@
 """Augmentation pipelines from the config (``INPUT.*`` keys, documented in ``config/defaults.py``)."""
 import logging
-from typing import List
+from typing import List, Optional, Tuple
 
 import numpy as np
 
@@ -14,11 +14,12 @@ from .augmentation_impl import (
     RandomFlip,
     RandomRotation,
     RandomShear,
+    Resize,
     ResizeScale,
     ResizeShortestEdge,
 )
 
-__all__ = ["build_augmentation", "build_lsj_augmentation", "build_flip_augmentation"]
+__all__ = ["build_augmentation", "build_lsj_augmentation", "build_flip_augmentation", "fixed_size"]
 
 # INPUT.RANDOM_FLIP value -> flips to apply (each with p 0.5)
 _FLIPS = {
@@ -37,6 +38,17 @@ def build_flip_augmentation(cfg) -> List[Augmentation]:
     return [RandomFlip(0.5, **kw) for kw in _FLIPS[mode]]
 
 
+def fixed_size(cfg) -> Optional[Tuple[int, int]]:
+    """``INPUT.FIXED_SIZE`` as ``(H, W)``, or ``None`` when it is empty (off)."""
+    value = tuple(cfg.INPUT.FIXED_SIZE)
+    if not value:
+        return None
+    if len(value) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value):
+        raise ValueError(f"INPUT.FIXED_SIZE = {cfg.INPUT.FIXED_SIZE!r} is not valid; expected () (off) or two "
+                         "positive ints (H, W), e.g. (256, 256)")
+    return value
+
+
 def build_augmentation(cfg, is_train: bool) -> List[Augmentation]:
     """The semantic-segmentation pipeline.
 
@@ -49,15 +61,30 @@ def build_augmentation(cfg, is_train: bool) -> List[Augmentation]:
 
     Test: ``ResizeShortestEdge(MIN_SIZE_TEST, MAX_SIZE_TEST)`` only (nothing if MIN_SIZE_TEST is 0).
     Padding to INPUT.SIZE_DIVISIBILITY is done by the mappers (:class:`PadToDivisible`).
+
+    With ``INPUT.FIXED_SIZE`` (H, W), ``Resize(FIXED_SIZE)`` replaces both shortest-edge resizes;
+    in training it comes FIRST, so the rotation and everything after work on the small fixed-size
+    uint8 image instead of the full-size one, and a rotation with ``EXPAND`` is followed by a second
+    ``Resize(FIXED_SIZE)`` (the expanded canvas is brought back to the training size, a zoom-out).
     """
     inp = cfg.INPUT
+    fixed = fixed_size(cfg)
     if not is_train:
+        if fixed is not None:
+            return [Resize(fixed)]
         return [ResizeShortestEdge(inp.MIN_SIZE_TEST, inp.MAX_SIZE_TEST, "choice")] if inp.MIN_SIZE_TEST > 0 else []
 
     ignore = int(cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE)
     augs: List[Augmentation] = []
-    augs.extend(_build_rotation(cfg, ignore))
-    augs.append(ResizeShortestEdge(inp.MIN_SIZE_TRAIN, inp.MAX_SIZE_TRAIN, inp.MIN_SIZE_TRAIN_SAMPLING))
+    if fixed is not None:
+        rotation = _build_rotation(cfg, ignore)
+        augs.append(Resize(fixed))
+        augs.extend(rotation)
+        if rotation and inp.ROTATION.EXPAND:
+            augs.append(Resize(fixed))
+    else:
+        augs.extend(_build_rotation(cfg, ignore))
+        augs.append(ResizeShortestEdge(inp.MIN_SIZE_TRAIN, inp.MAX_SIZE_TRAIN, inp.MIN_SIZE_TRAIN_SAMPLING))
     if inp.CROP.ENABLED:
         if inp.CROP.SINGLE_CATEGORY_MAX_AREA < 1.0:
             augs.append(RandomCropCategoryAreaConstraint(inp.CROP.TYPE, inp.CROP.SIZE,
@@ -98,12 +125,14 @@ def _build_rotation(cfg, ignore: int) -> List[Augmentation]:
 def build_lsj_augmentation(cfg, is_train: bool) -> List[Augmentation]:
     """Large-scale jitter (instance recipes): rotation (if enabled), flips, ``ResizeScale(MIN_SCALE,
     MAX_SCALE, IMAGE_SIZE, IMAGE_SIZE)`` and ``FixedSizeCrop(IMAGE_SIZE)`` padded with 128 / ignore.
-    At test time the same as :func:`build_augmentation`."""
+    At test time the same as :func:`build_augmentation`. With ``INPUT.FIXED_SIZE`` the image is first
+    squashed to it (the aspect ratio the test-time ``Resize`` gives), then jittered as usual."""
     if not is_train:
         return build_augmentation(cfg, is_train=False)
     inp = cfg.INPUT
     ignore = int(cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE)
-    augs: List[Augmentation] = []
+    fixed = fixed_size(cfg)
+    augs: List[Augmentation] = [Resize(fixed)] if fixed is not None else []
     augs.extend(_build_rotation(cfg, ignore))
     augs.extend(build_flip_augmentation(cfg))
     augs.append(ResizeScale(inp.MIN_SCALE, inp.MAX_SCALE, inp.IMAGE_SIZE, inp.IMAGE_SIZE))

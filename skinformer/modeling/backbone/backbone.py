@@ -13,8 +13,12 @@ class Backbone(nn.Module, metaclass=ABCMeta):
     """A network that maps an image batch ``B×3×H×W`` to named feature maps.
 
     Subclasses set ``_out_features``, ``_out_feature_channels`` and ``_out_feature_strides``
-    (e.g. ``res2..res5`` with strides 4..32).
+    (e.g. ``res2..res5`` with strides 4..32). A backbone loaded with pretrained weights sets
+    ``pretrained_pixel_stats = (mean, std)`` (0-255 units) to the input normalisation those weights
+    were trained with; models use it unless ``MODEL.PIXEL_MEAN`` / ``MODEL.PIXEL_STD`` are set.
     """
+
+    pretrained_pixel_stats = None
 
     @abstractmethod
     def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:

