@@ -16,6 +16,9 @@ _C.MODEL = CN()
 _C.MODEL.META_ARCHITECTURE = "PerPixelSegmentor"
 # "cpu", "cuda" or "cuda:N". Everything runs on this device; nothing is hard-coded.
 _C.MODEL.DEVICE = "cpu"
+# Keep conv weights (and so activations) in channels-last (NHWC) layout: same results, faster
+# convolutions on CPU (oneDNN) and on tensor-core GPUs.
+_C.MODEL.CHANNELS_LAST = False
 # Path (or URL) of weights to initialise the whole model from. Empty = none.
 _C.MODEL.WEIGHTS = ""
 # RGB normalisation in 0-255 pixel units. Empty = the normalisation the pretrained backbone was
@@ -352,6 +355,16 @@ _C.TEST.AUG.MAX_SIZE = 1024
 _C.TEST.AUG.FLIP = True
 # Also compute per-class ROC-AUC from probability maps (semantic evaluators).
 _C.TEST.ROC_AUC = False
+# Per-image metrics (PerImageEvaluator, task "per_image") next to the dataset's own evaluator:
+# per image and class Jaccard / Dice / recall / specificity / precision / F1 / F2 / accuracy,
+# averaged over images; binary data also fg/bg/mean IoU, Boundary IoU, HD95, mIoU, fwIoU, mACC, pACC.
+_C.TEST.PER_IMAGE = CN()
+_C.TEST.PER_IMAGE.ENABLED = False
+# Empty-image convention when a class is in neither prediction nor ground truth: "one" (ISIC),
+# "skip" (left out of the mean, DermoscopicSegmentation), "zero".
+_C.TEST.PER_IMAGE.EMPTY = "one"
+# Per-image, per-class ROC-AUC (images where the class is both present and absent).
+_C.TEST.PER_IMAGE.ROC_AUC = False
 
 # ---------------------------------------------------------------------------------------------
 # Misc
