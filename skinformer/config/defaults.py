@@ -241,6 +241,10 @@ _C.DATALOADER.NUM_WORKERS = -1
 _C.DATALOADER.DECODE_CACHE = "auto"
 _C.DATALOADER.DECODE_CACHE_MB = 1024
 _C.DATALOADER.FILTER_EMPTY_ANNOTATIONS = False
+# Bad training samples (unreadable file, image/mask size mismatch, bad label values...) are all
+# skipped with a warning and counted; more than this many distinct bad files stop training with an
+# error listing them (-1 = no limit). The count is logged when training ends.
+_C.DATALOADER.MAX_BAD_SAMPLES = 20
 _C.DATALOADER.SAMPLER_TRAIN = "TrainingSampler"
 _C.DATALOADER.ASPECT_RATIO_GROUPING = False
 
