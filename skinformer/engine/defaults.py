@@ -397,9 +397,10 @@ class DefaultTrainer(TrainerBase):
             ret.append(hooks.BestCheckpointer(cfg.TEST.EVAL_PERIOD, self.checkpointer, best_metric, best_mode))
         if cfg.SOLVER.PLATEAU.METRIC:
             p = cfg.SOLVER.PLATEAU
-            ret.append(hooks.ReduceLROnPlateau(p.METRIC, p.MODE, p.PATIENCE, p.FACTOR, p.THRESHOLD, p.MIN_LR))
+            ret.append(hooks.ReduceLROnPlateau(cfg.TEST.EVAL_PERIOD, p.METRIC, p.MODE, p.PATIENCE, p.FACTOR,
+                                               p.THRESHOLD, p.MIN_LR))
         if stop.PATIENCE > 0:
-            ret.append(hooks.EarlyStopping(stop_metric, stop.MODE, stop.PATIENCE, stop.MIN_DELTA,
+            ret.append(hooks.EarlyStopping(cfg.TEST.EVAL_PERIOD, stop_metric, stop.MODE, stop.PATIENCE, stop.MIN_DELTA,
                                            checkpointer=self.checkpointer))
         if comm.is_main_process() and metric_hooks:
             ret.append(periodic_ckpt)

@@ -91,7 +91,7 @@ def read_binary_stack(files: List[Optional[str]], shape, device: torch.device,
 
     Every mask must have ``shape`` (H, W); a mismatch is an error naming the file.
     """
-    reader = reader or (lambda f: mask_io.decode_binary(mask_io.read_mask_array(f), f))
+    reader = reader or mask_io.read_binary_mask
     h, w = shape
     out = np.zeros((len(files), h, w), dtype=bool)
     for i, f in enumerate(files):

@@ -70,7 +70,7 @@ class ISICTask1Evaluator(LabelMapEvaluator):
         if self._mask_meta["mask_encoding"] == "binary":
             # binary files hold no ignore pixels: decode straight to a bool foreground, skipping the
             # int64 label map read_sem_seg would build (same result, less memory traffic)
-            fg = mask_io.decode_binary(mask_io.read_mask_array(gt_file), gt_file)
+            fg = mask_io.read_binary_mask(gt_file)
             return torch.from_numpy(fg).to(device, non_blocking=True), None
         gt = read_label_map(gt_file, self._mask_meta, device)
         valid = gt != self._ignore
