@@ -135,6 +135,9 @@ _C.MODEL.LOSS.CLASS_WEIGHTS = None
 _C.MODEL.LOSS.CLASS_WEIGHTS_NORM = "sum"  # "sum", "mean", "min", "none"
 # Sigmoid focal alpha for positives (negatives 1 - alpha); < 0 disables it.
 _C.MODEL.LOSS.FOCAL_ALPHA = 0.25
+# ce / focal / bce / weighted_ce_focal: "mean" over valid pixels, or "weighted_mean" (divided by the
+# summed class weights of the valid pixels, like torch's weighted cross_entropy).
+_C.MODEL.LOSS.PIXEL_REDUCTION = "mean"
 # Dice / Jaccard / Tversky: smoothing, "pooled" over the batch or "per_image", and how classes
 # are combined ("mean": class-weighted mean; "sum": class-weighted sum).
 _C.MODEL.LOSS.REGION_SMOOTH = 1.0
