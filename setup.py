@@ -25,6 +25,8 @@ install_requires = [
     "pyyaml",
     "tabulate",
     "ninja",
+    # seed-project augmentations (grid / lens distortion, sharpening, colour jitter) with mask support
+    "albumentations>=2.0",
 ]
 
 ext_kwargs = {}
