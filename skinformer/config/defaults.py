@@ -330,6 +330,9 @@ _C.SOLVER.AMP.DTYPE = "float16"  # or "bfloat16"
 # Test / evaluation
 # ---------------------------------------------------------------------------------------------
 _C.TEST = CN()
+# Probability threshold of the decision rule ("background is no class" and multi-label data),
+# used alike by the evaluators, the visualiser and tools/predict.py (skinformer.structures.LabelSpace).
+_C.TEST.THRESHOLD = 0.5
 # Evaluate every N iterations (0 = only after training).
 _C.TEST.EVAL_PERIOD = 0
 # Skip periodic evaluations before this iteration (SiMaskFormer's key).
