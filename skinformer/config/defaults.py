@@ -77,8 +77,9 @@ _C.MODEL.POSTPROCESS.CLOSING_KERNELS = []
 _C.MODEL.POSTPROCESS.FILL_HOLES = False
 _C.MODEL.POSTPROCESS.KEEP_LARGEST = False
 _C.MODEL.POSTPROCESS.MIN_AREA = 0
-# Probability above which a pixel is decided foreground before post-processing.
-_C.MODEL.POSTPROCESS.THRESHOLD = 0.5
+# Probability above which a pixel is decided foreground before post-processing; -1 = TEST.THRESHOLD
+# (the decision threshold of evaluation, visualisation and tools/predict.py).
+_C.MODEL.POSTPROCESS.THRESHOLD = -1.0
 
 _C.MODEL.RESNETS = CN()
 _C.MODEL.RESNETS.DEPTH = 50
