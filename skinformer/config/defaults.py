@@ -336,6 +336,10 @@ _C.SOLVER.ONE_CYCLE = CN()  # BASE_LR is the peak (max_lr)
 _C.SOLVER.ONE_CYCLE.PCT_START = 0.3
 _C.SOLVER.ONE_CYCLE.DIV_FACTOR = 25.0
 _C.SOLVER.ONE_CYCLE.FINAL_DIV_FACTOR = 1e4
+# cycle momentum (SGD / RMSprop) or beta1 (Adam / AdamW) inversely to the lr, as torch does
+_C.SOLVER.ONE_CYCLE.CYCLE_MOMENTUM = True
+_C.SOLVER.ONE_CYCLE.BASE_MOMENTUM = 0.85
+_C.SOLVER.ONE_CYCLE.MAX_MOMENTUM = 0.95
 # Reduce the lr by FACTOR when the validation METRIC (a flat key like "isic_task1/jaccard") has
 # not improved (by more than THRESHOLD, relative) for more than PATIENCE evaluations. Used by
 # LR_SCHEDULER_NAME "ReduceLROnPlateau"; with another schedule it multiplies it.
