@@ -1,5 +1,5 @@
 """Interactive tools: the segmentation web demo (:mod:`.app`) and its model / rendering logic
-(:mod:`.segment`). The UI modules import gradio (the ``[demo]`` extra) only when called."""
+(:mod:`.segment`), and the mask annotation tool (:mod:`.annotate`). The UI modules import gradio (the ``[demo]`` extra) only when called."""
 from .segment import (
     DemoModel, class_areas, class_masks, compare_metrics, encode_mask, load_model, parse_colors, render,
 )
