@@ -77,8 +77,9 @@ _C.MODEL.POSTPROCESS.CLOSING_KERNELS = []
 _C.MODEL.POSTPROCESS.FILL_HOLES = False
 _C.MODEL.POSTPROCESS.KEEP_LARGEST = False
 _C.MODEL.POSTPROCESS.MIN_AREA = 0
-# Probability above which a pixel is decided foreground before post-processing.
-_C.MODEL.POSTPROCESS.THRESHOLD = 0.5
+# Probability above which a pixel is decided foreground before post-processing; -1 = TEST.THRESHOLD
+# (the decision threshold of evaluation, visualisation and tools/predict.py).
+_C.MODEL.POSTPROCESS.THRESHOLD = -1.0
 
 _C.MODEL.RESNETS = CN()
 _C.MODEL.RESNETS.DEPTH = 50
@@ -335,6 +336,10 @@ _C.SOLVER.ONE_CYCLE = CN()  # BASE_LR is the peak (max_lr)
 _C.SOLVER.ONE_CYCLE.PCT_START = 0.3
 _C.SOLVER.ONE_CYCLE.DIV_FACTOR = 25.0
 _C.SOLVER.ONE_CYCLE.FINAL_DIV_FACTOR = 1e4
+# cycle momentum (SGD / RMSprop) or beta1 (Adam / AdamW) inversely to the lr, as torch does
+_C.SOLVER.ONE_CYCLE.CYCLE_MOMENTUM = True
+_C.SOLVER.ONE_CYCLE.BASE_MOMENTUM = 0.85
+_C.SOLVER.ONE_CYCLE.MAX_MOMENTUM = 0.95
 # Reduce the lr by FACTOR when the validation METRIC (a flat key like "isic_task1/jaccard") has
 # not improved (by more than THRESHOLD, relative) for more than PATIENCE evaluations. Used by
 # LR_SCHEDULER_NAME "ReduceLROnPlateau"; with another schedule it multiplies it.
@@ -370,6 +375,9 @@ _C.SOLVER.AMP.DTYPE = "float16"  # or "bfloat16"
 # Test / evaluation
 # ---------------------------------------------------------------------------------------------
 _C.TEST = CN()
+# Probability threshold of the decision rule ("background is no class" and multi-label data),
+# used alike by the evaluators, the visualiser and tools/predict.py (skinformer.structures.LabelSpace).
+_C.TEST.THRESHOLD = 0.5
 # Evaluate every N iterations (0 = only after training).
 _C.TEST.EVAL_PERIOD = 0
 # Skip periodic evaluations before this iteration (SiMaskFormer's key).

@@ -426,9 +426,10 @@ class ReduceLROnPlateau(_MetricWatcher):
         self.num_reductions = 0
 
     def _improved(self, value, best):
+        # torch's threshold_mode "rel"
         if self._mode == "max":
-            return value > best * (1 + self._threshold) if best >= 0 else value > best * (1 - self._threshold)
-        return value < best * (1 - self._threshold) if best >= 0 else value < best * (1 + self._threshold)
+            return value > best * (1 + self._threshold)
+        return value < best * (1 - self._threshold)
 
     def _on_value(self, value):
         if self.num_bad_evals > self._patience:

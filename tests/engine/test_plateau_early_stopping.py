@@ -50,6 +50,12 @@ def test_reduce_on_plateau_known_sequence(tmp_path):
     assert lrs[17] == pytest.approx(0.0125) and lrs[18] == pytest.approx(0.00625)
     hook = next(h for h in t._hooks if isinstance(h, ReduceLROnPlateau))
     assert hook.num_reductions == 3 and hook.best == pytest.approx(0.7)
+    # the same decisions as torch's ReduceLROnPlateau stepped once per evaluation
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.05)
+    ref = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=0.5, patience=1, threshold=1e-4)
+    for it in range(1, 19, 2):
+        ref.step(SCORES[it])
+        assert lrs[it + 1] == pytest.approx(opt.param_groups[0]["lr"]), it
 
 
 def _interrupted(cfg, crash_at):
