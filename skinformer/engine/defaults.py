@@ -521,7 +521,7 @@ class DefaultTrainer(TrainerBase):
         meta = MetadataCatalog.get(name)
         raw = {d["file_name"]: d for d in DatasetCatalog.get(name)}
         multi_label = bool(meta.get("multi_label", False)) or any("label_file_names" in d for d in raw.values())
-        vis = Visualizer(meta, multi_label=multi_label)
+        vis = Visualizer(meta, multi_label=multi_label, threshold=cfg.TEST.THRESHOLD)
 
         def ground_truth(record):
             if record is None:
