@@ -27,7 +27,9 @@ def point_sample(input: torch.Tensor, point_coords: torch.Tensor, **kwargs) -> t
     if add_dim:
         point_coords = point_coords.unsqueeze(2)
     kwargs.setdefault("align_corners", False)
-    out = F.grid_sample(input, 2.0 * point_coords.to(input.dtype) - 1.0, **kwargs)
+    # [0, 1] -> [-1, 1] with one temporary (the oversampled point sets are tens of millions of values).
+    grid = point_coords.to(input.dtype) * 2.0
+    out = F.grid_sample(input, grid.sub_(1.0), **kwargs)
     if add_dim:
         out = out.squeeze(3)
     return out
