@@ -77,8 +77,9 @@ _C.MODEL.POSTPROCESS.CLOSING_KERNELS = []
 _C.MODEL.POSTPROCESS.FILL_HOLES = False
 _C.MODEL.POSTPROCESS.KEEP_LARGEST = False
 _C.MODEL.POSTPROCESS.MIN_AREA = 0
-# Probability above which a pixel is decided foreground before post-processing.
-_C.MODEL.POSTPROCESS.THRESHOLD = 0.5
+# Probability above which a pixel is decided foreground before post-processing; -1 = TEST.THRESHOLD
+# (the decision threshold of evaluation, visualisation and tools/predict.py).
+_C.MODEL.POSTPROCESS.THRESHOLD = -1.0
 
 _C.MODEL.RESNETS = CN()
 _C.MODEL.RESNETS.DEPTH = 50
@@ -135,6 +136,9 @@ _C.MODEL.LOSS.CLASS_WEIGHTS = None
 _C.MODEL.LOSS.CLASS_WEIGHTS_NORM = "sum"  # "sum", "mean", "min", "none"
 # Sigmoid focal alpha for positives (negatives 1 - alpha); < 0 disables it.
 _C.MODEL.LOSS.FOCAL_ALPHA = 0.25
+# ce / focal / bce / weighted_ce_focal: "mean" over valid pixels, or "weighted_mean" (divided by the
+# summed class weights of the valid pixels, like torch's weighted cross_entropy).
+_C.MODEL.LOSS.PIXEL_REDUCTION = "mean"
 # Dice / Jaccard / Tversky: smoothing, "pooled" over the batch or "per_image", and how classes
 # are combined ("mean": class-weighted mean; "sum": class-weighted sum).
 _C.MODEL.LOSS.REGION_SMOOTH = 1.0
@@ -205,6 +209,43 @@ _C.INPUT.ROTATION.ANGLE = (-90.0, 90.0)
 _C.INPUT.ROTATION.EXPAND = True
 # Decide once per run (not per sample) whether to rotate, as the original SiMaskFormer did.
 _C.INPUT.ROTATION.ONCE_PER_RUN = False
+# A list of angles (e.g. [0, 90, 180, 270]) to choose from instead of the ANGLE range ([] = range).
+_C.INPUT.ROTATION.ANGLES = []
+# --- seed-project augmentations (data/transforms/seed_augmentations.py), each with its own PROB ---
+# Shrink by a factor from FACTORS and paste centred on a canvas of the border (skin) colour.
+_C.INPUT.SHRINK = CN()
+_C.INPUT.SHRINK.PROB = 0.0
+_C.INPUT.SHRINK.FACTORS = [0.8]
+# Grid distortion (albumentations GridDistortion): NUM_STEPS cells, up to LIMIT of a cell.
+_C.INPUT.GRID_DISTORTION = CN()
+_C.INPUT.GRID_DISTORTION.PROB = 0.0
+_C.INPUT.GRID_DISTORTION.NUM_STEPS = 5
+_C.INPUT.GRID_DISTORTION.LIMIT = 0.3
+# Barrel / pincushion lens distortion, coefficient in LIMIT = (min, max).
+_C.INPUT.BARREL_DISTORTION = CN()
+_C.INPUT.BARREL_DISTORTION.PROB = 0.0
+_C.INPUT.BARREL_DISTORTION.LIMIT = (0.05, 0.3)
+_C.INPUT.PINCUSHION_DISTORTION = CN()
+_C.INPUT.PINCUSHION_DISTORTION.PROB = 0.0
+_C.INPUT.PINCUSHION_DISTORTION.LIMIT = (0.05, 0.3)
+# Sharpening (image only): blend ALPHA range with a 3×3 kernel of LIGHTNESS range.
+_C.INPUT.SHARPEN = CN()
+_C.INPUT.SHARPEN.PROB = 0.0
+_C.INPUT.SHARPEN.ALPHA = (0.2, 0.5)
+_C.INPUT.SHARPEN.LIGHTNESS = (0.5, 1.0)
+# Colour jitter (image only): factors in [1 - m, 1 + m] for brightness / contrast / saturation,
+# hue shift in [-HUE, HUE] (fraction of a turn). DermoscopicSegmentation: 0.05 each.
+_C.INPUT.COLOR_JITTER = CN()
+_C.INPUT.COLOR_JITTER.PROB = 0.0
+_C.INPUT.COLOR_JITTER.BRIGHTNESS = 0.0
+_C.INPUT.COLOR_JITTER.CONTRAST = 0.0
+_C.INPUT.COLOR_JITTER.SATURATION = 0.0
+_C.INPUT.COLOR_JITTER.HUE = 0.0
+# Random low-res crop: downscale the sample by a factor in SCALE, then a random SIZE (H, W) crop.
+_C.INPUT.LOW_RES_CROP = CN()
+_C.INPUT.LOW_RES_CROP.PROB = 0.0
+_C.INPUT.LOW_RES_CROP.SCALE = (0.25, 0.5)
+_C.INPUT.LOW_RES_CROP.SIZE = (128, 128)
 _C.INPUT.ELASTIC = CN()
 _C.INPUT.ELASTIC.PROB = 0.0
 _C.INPUT.ELASTIC.ALPHA = 1300.0
@@ -238,6 +279,10 @@ _C.DATALOADER.NUM_WORKERS = -1
 _C.DATALOADER.DECODE_CACHE = "auto"
 _C.DATALOADER.DECODE_CACHE_MB = 1024
 _C.DATALOADER.FILTER_EMPTY_ANNOTATIONS = False
+# Bad training samples (unreadable file, image/mask size mismatch, bad label values...) are all
+# skipped with a warning and counted; more than this many distinct bad files stop training with an
+# error listing them (-1 = no limit). The count is logged when training ends.
+_C.DATALOADER.MAX_BAD_SAMPLES = 20
 _C.DATALOADER.SAMPLER_TRAIN = "TrainingSampler"
 _C.DATALOADER.ASPECT_RATIO_GROUPING = False
 
@@ -291,6 +336,10 @@ _C.SOLVER.ONE_CYCLE = CN()  # BASE_LR is the peak (max_lr)
 _C.SOLVER.ONE_CYCLE.PCT_START = 0.3
 _C.SOLVER.ONE_CYCLE.DIV_FACTOR = 25.0
 _C.SOLVER.ONE_CYCLE.FINAL_DIV_FACTOR = 1e4
+# cycle momentum (SGD / RMSprop) or beta1 (Adam / AdamW) inversely to the lr, as torch does
+_C.SOLVER.ONE_CYCLE.CYCLE_MOMENTUM = True
+_C.SOLVER.ONE_CYCLE.BASE_MOMENTUM = 0.85
+_C.SOLVER.ONE_CYCLE.MAX_MOMENTUM = 0.95
 # Reduce the lr by FACTOR when the validation METRIC (a flat key like "isic_task1/jaccard") has
 # not improved (by more than THRESHOLD, relative) for more than PATIENCE evaluations. Used by
 # LR_SCHEDULER_NAME "ReduceLROnPlateau"; with another schedule it multiplies it.
@@ -326,6 +375,9 @@ _C.SOLVER.AMP.DTYPE = "float16"  # or "bfloat16"
 # Test / evaluation
 # ---------------------------------------------------------------------------------------------
 _C.TEST = CN()
+# Probability threshold of the decision rule ("background is no class" and multi-label data),
+# used alike by the evaluators, the visualiser and tools/predict.py (skinformer.structures.LabelSpace).
+_C.TEST.THRESHOLD = 0.5
 # Evaluate every N iterations (0 = only after training).
 _C.TEST.EVAL_PERIOD = 0
 # Skip periodic evaluations before this iteration (SiMaskFormer's key).

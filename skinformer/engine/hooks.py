@@ -347,16 +347,19 @@ class PeriodicWriter(HookBase):
 
 class _MetricWatcher(HookBase):
     """Base of hooks that react to each new value of a validation metric (a flat storage key
-    put by :class:`EvalHook`); must be registered after it. :meth:`_on_value` is called once per
-    evaluation, with NaN / inf values skipped. A missing metric is an error naming ``key``."""
+    put by :class:`EvalHook` every ``eval_period`` iterations); must be registered after it.
+    :meth:`_on_value` is called once per evaluation on every process with the main process's
+    value (only it holds evaluation results), so all processes take the same decision. NaN / inf
+    values are skipped; a metric missing from the results is an error naming ``key``.
+    """
 
-    def __init__(self, metric: str, mode: str, key: str):
+    def __init__(self, metric: str, mode: str, key: str, eval_period: int):
         if mode not in _BEST_MODES:
             raise ValueError(f"{key}.MODE must be one of {sorted(_BEST_MODES)}, got '{mode}'")
         self._metric = metric
         self._mode = mode
         self._key = key
-        self._last_seen_iter = -1
+        self._period = int(eval_period)
         self.best: Optional[float] = None
         self.num_bad_evals = 0
 
@@ -366,23 +369,28 @@ class _MetricWatcher(HookBase):
     def _on_value(self, value: float) -> None:
         raise NotImplementedError
 
-    def after_step(self):
+    def _local_value(self):
+        """(whether an evaluation put results at this iteration, the metric's value or None)."""
         latest = self.trainer.storage.latest()
-        if not latest:
-            return
+        ran = any(it == self.trainer.iter for k, (_, it) in latest.items() if "/" in k)
         entry = latest.get(self._metric)
-        # only a value EvalHook put during this very iteration
-        if entry is None:
-            if self._eval_just_ran(latest):
+        value = entry[0] if entry is not None and entry[1] == self.trainer.iter else None
+        return ran, value
+
+    def after_step(self):
+        next_iter = self.trainer.iter + 1
+        if self._period <= 0 or next_iter % self._period != 0 or next_iter == self.trainer.max_iter:
+            return
+        ran, value = comm.all_gather(self._local_value())[0]
+        if value is None:
+            if ran:
+                latest = self.trainer.storage.latest()
                 raise KeyError(f"{self._key}.METRIC '{self._metric}' is not among the evaluation results; "
                                f"available: {sorted(k for k in latest if '/' in k)}")
-            return
-        value, it = entry
-        if it != self.trainer.iter or it == self._last_seen_iter:
-            return
-        self._last_seen_iter = it
+            return  # no evaluation at this iteration (e.g. before TEST.EVAL_START_ITER)
         if math.isnan(value) or math.isinf(value):
-            logger.warning("%s is %s at iteration %d; ignored by %s", self._metric, value, it, type(self).__name__)
+            logger.warning("%s is %s at iteration %d; ignored by %s", self._metric, value, self.trainer.iter,
+                           type(self).__name__)
             return
         if self.best is None or self._improved(value, self.best):
             self.best = float(value)
@@ -391,16 +399,12 @@ class _MetricWatcher(HookBase):
             self.num_bad_evals += 1
         self._on_value(float(value))
 
-    def _eval_just_ran(self, latest) -> bool:
-        return any(it == self.trainer.iter for k, (_, it) in latest.items() if "/" in k)
-
     def state_dict(self):
-        return {"best": self.best, "num_bad_evals": self.num_bad_evals, "last_seen_iter": self._last_seen_iter}
+        return {"best": self.best, "num_bad_evals": self.num_bad_evals}
 
     def load_state_dict(self, state_dict):
         self.best = state_dict.get("best")
         self.num_bad_evals = int(state_dict.get("num_bad_evals", 0))
-        self._last_seen_iter = int(state_dict.get("last_seen_iter", -1))
 
 
 class ReduceLROnPlateau(_MetricWatcher):
@@ -409,9 +413,9 @@ class ReduceLROnPlateau(_MetricWatcher):
     ``patience`` evaluations; never below ``min_lr``. The scale and the counters are restored on resume.
     """
 
-    def __init__(self, metric: str, mode: str = "max", patience: int = 3, factor: float = 0.1,
+    def __init__(self, eval_period: int, metric: str, mode: str = "max", patience: int = 3, factor: float = 0.1,
                  threshold: float = 1e-4, min_lr: float = 0.0, scheduler=None):
-        super().__init__(metric, mode, "SOLVER.PLATEAU")
+        super().__init__(metric, mode, "SOLVER.PLATEAU", eval_period)
         if not 0.0 < factor < 1.0:
             raise ValueError(f"SOLVER.PLATEAU.FACTOR must be in (0, 1), got {factor}")
         self._patience = int(patience)
@@ -422,9 +426,10 @@ class ReduceLROnPlateau(_MetricWatcher):
         self.num_reductions = 0
 
     def _improved(self, value, best):
+        # torch's threshold_mode "rel"
         if self._mode == "max":
-            return value > best * (1 + self._threshold) if best >= 0 else value > best * (1 - self._threshold)
-        return value < best * (1 - self._threshold) if best >= 0 else value < best * (1 + self._threshold)
+            return value > best * (1 + self._threshold)
+        return value < best * (1 - self._threshold)
 
     def _on_value(self, value):
         if self.num_bad_evals > self._patience:
@@ -453,9 +458,9 @@ class EarlyStopping(_MetricWatcher):
     metric to keep ``model_best.pth``.
     """
 
-    def __init__(self, metric: str, mode: str = "max", patience: int = 5, min_delta: float = 0.0,
+    def __init__(self, eval_period: int, metric: str, mode: str = "max", patience: int = 5, min_delta: float = 0.0,
                  checkpointer=None):
-        super().__init__(metric, mode, "SOLVER.EARLY_STOPPING")
+        super().__init__(metric, mode, "SOLVER.EARLY_STOPPING", eval_period)
         if patience < 1:
             raise ValueError(f"SOLVER.EARLY_STOPPING.PATIENCE must be >= 1, got {patience}")
         self._patience = int(patience)

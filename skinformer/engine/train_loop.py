@@ -269,6 +269,13 @@ class SimpleTrainer(TrainerBase):
                 self._data_loader_iter_obj = iter(self.data_loader)
         return self._data_loader_iter_obj
 
+    def after_train(self) -> None:
+        # the loader skips bad samples as it goes; the run ends with their count
+        report = getattr(self.data_loader, "report_bad_samples", None)
+        if report is not None:
+            report()
+        super().after_train()
+
     def reset_data_loader(self, data_loader_builder=None) -> None:
         """Drop the current iterator (optionally replacing the loader); a new one is made lazily."""
         if data_loader_builder is not None:

@@ -279,7 +279,8 @@ def _cosine_restart_schedule(cfg, unit: int) -> ParamScheduler:
 
 def _one_cycle_schedule(cfg, unit: int) -> ParamScheduler:
     c = cfg.SOLVER.ONE_CYCLE
-    return OneCycleParamScheduler(cfg.SOLVER.MAX_ITER, c.PCT_START, c.DIV_FACTOR, c.FINAL_DIV_FACTOR, unit)
+    return OneCycleParamScheduler(cfg.SOLVER.MAX_ITER, c.PCT_START, c.DIV_FACTOR, c.FINAL_DIV_FACTOR, unit,
+                                  c.BASE_MOMENTUM, c.MAX_MOMENTUM)
 
 
 def _plateau_schedule(cfg, unit: int) -> ParamScheduler:
@@ -324,6 +325,9 @@ def build_lr_scheduler(cfg, optimizer: torch.optim.Optimizer, iters_per_epoch: O
 
         unit = int(iters_per_epoch) if iters_per_epoch is not None else _ipe(cfg)
     sched = LR_SCHEDULERS[name](cfg, unit)
+    momentum = None
+    if isinstance(sched, OneCycleParamScheduler) and cfg.SOLVER.ONE_CYCLE.CYCLE_MOMENTUM:
+        momentum = sched.momentum
     max_iter = cfg.SOLVER.MAX_ITER
     if cfg.SOLVER.WARMUP_ITERS > 0:
         if cfg.SOLVER.WARMUP_ITERS >= max_iter:
@@ -334,4 +338,4 @@ def build_lr_scheduler(cfg, optimizer: torch.optim.Optimizer, iters_per_epoch: O
             sched, cfg.SOLVER.WARMUP_FACTOR, cfg.SOLVER.WARMUP_ITERS / max_iter, cfg.SOLVER.WARMUP_METHOD,
         )
     logger.info("LR scheduler %s%s", name, f" stepped per epoch ({unit} iterations)" if unit > 1 else "")
-    return LRMultiplier(optimizer, multiplier=sched, max_iter=max_iter)
+    return LRMultiplier(optimizer, multiplier=sched, max_iter=max_iter, momentum=momentum)

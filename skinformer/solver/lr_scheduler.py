@@ -6,7 +6,7 @@ A schedule is a multiplier ``m(where)`` of each param group's base lr, with
 schedule: linear from ``WARMUP_FACTOR × m(0)`` to ``m(warmup_end)`` (or constant).
 """
 import math
-from typing import List
+from typing import Callable, List, Optional
 
 import torch
 from fvcore.common.param_scheduler import (
@@ -116,24 +116,36 @@ class OneCycleParamScheduler(UnitParamScheduler):
     ``1 / (div_factor × final_div_factor)``. The base lr is the peak (``max_lr``)."""
 
     def __init__(self, max_iter: int, pct_start: float = 0.3, div_factor: float = 25.0,
-                 final_div_factor: float = 1e4, unit_iters: int = 1):
+                 final_div_factor: float = 1e4, unit_iters: int = 1, base_momentum: float = 0.85,
+                 max_momentum: float = 0.95):
         super().__init__(max_iter, unit_iters)
         if not 0.0 < pct_start < 1.0:
             raise ValueError(f"SOLVER.ONE_CYCLE.PCT_START must be in (0, 1), got {pct_start}")
         self._pct, self._start = float(pct_start), 1.0 / float(div_factor)
         self._min = self._start / float(final_div_factor)
+        self._base_m, self._max_m = float(base_momentum), float(max_momentum)
 
     @staticmethod
     def _anneal(start: float, end: float, pct: float) -> float:
         return end + (start - end) / 2.0 * (math.cos(math.pi * pct) + 1)
 
-    def value(self, step, total_steps):
+    def _phase(self, step: int, total_steps: int):
+        """(True for the rising phase, fraction of that phase done)."""
         up_end = float(self._pct * total_steps) - 1
         down_end = float(total_steps - 1)
         if step <= up_end:
-            return self._anneal(self._start, 1.0, step / up_end if up_end > 0 else 1.0)
-        step = min(step, down_end)
-        return self._anneal(1.0, self._min, (step - up_end) / (down_end - up_end))
+            return True, step / up_end if up_end > 0 else 1.0
+        return False, (min(step, down_end) - up_end) / (down_end - up_end)
+
+    def value(self, step, total_steps):
+        up, pct = self._phase(step, total_steps)
+        return self._anneal(self._start, 1.0, pct) if up else self._anneal(1.0, self._min, pct)
+
+    def momentum(self, where: float) -> float:
+        """Momentum (SGD / RMSprop) or beta1 (Adam) cycled inversely to the lr, as torch does."""
+        iteration = int(round(where * self._max_iter))
+        up, pct = self._phase(iteration // self._unit, math.ceil(self._max_iter / self._unit))
+        return self._anneal(self._max_m, self._base_m, pct) if up else self._anneal(self._base_m, self._max_m, pct)
 
 
 def _linear_warmup(start: float, end: float) -> ParamScheduler:
@@ -176,19 +188,21 @@ class WarmupParamScheduler(CompositeParamScheduler):
 class LRMultiplier(torch.optim.lr_scheduler.LRScheduler):
     """``lr = base_lr × multiplier(iteration / max_iter)`` for every param group.
 
-    Stepped once per iteration. ``scale`` is an extra factor lowered by :meth:`reduce`
+    Stepped once per iteration; ``momentum(where)`` (one-cycle) also sets each group's momentum /
+    beta1. ``scale`` is an extra factor lowered by :meth:`reduce`
     (reduce-on-plateau), floored at ``min_lr`` once it is below 1. Only ``base_lrs``,
     ``last_epoch`` and ``scale`` are saved in the state dict: the multiplier is rebuilt from the config.
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer, multiplier: ParamScheduler, max_iter: int,
-                 last_iter: int = -1):
+                 last_iter: int = -1, momentum: Optional[Callable[[float], float]] = None):
         if not isinstance(multiplier, ParamScheduler):
             raise TypeError(f"multiplier must be an fvcore ParamScheduler, got {type(multiplier).__name__}")
         if max_iter <= 0:
             raise ValueError(f"SOLVER.MAX_ITER must be > 0, got {max_iter}")
         self._multiplier = multiplier
         self._max_iter = max_iter
+        self._momentum = momentum
         self.scale = 1.0
         self.min_lr = 0.0
         super().__init__(optimizer, last_epoch=last_iter)
@@ -203,6 +217,17 @@ class LRMultiplier(torch.optim.lr_scheduler.LRScheduler):
         if value <= 0:
             raise ValueError(f"LRMultiplier: max_iter must be > 0, got {value}")
         self._max_iter = int(value)
+
+    def step(self, epoch=None):
+        super().step(epoch) if epoch is not None else super().step()
+        if self._momentum is not None:
+            # one-cycle: the momentum follows the schedule too (beta1 for Adam-style optimizers)
+            m = self._momentum(min(max(self.last_epoch / self._max_iter, 0.0), 1.0))
+            for group in self.optimizer.param_groups:
+                if "betas" in group:
+                    group["betas"] = (m, group["betas"][1])
+                elif "momentum" in group:
+                    group["momentum"] = m
 
     def reduce(self, factor: float, min_lr: float = 0.0) -> None:
         """Multiply the lr from the next iteration on by ``factor``."""

@@ -6,8 +6,10 @@ import os
 import pytest
 import torch
 
+from skinformer.engine import launch
 from skinformer.engine.hooks import CallbackHook, EarlyStopping, ReduceLROnPlateau
 from skinformer.solver import apply_epoch_budgets, iters_per_epoch
+from skinformer.utils import comm
 from skinformer.utils.env import seed_all_rng
 from skinformer.utils.events import get_event_storage
 
@@ -48,6 +50,12 @@ def test_reduce_on_plateau_known_sequence(tmp_path):
     assert lrs[17] == pytest.approx(0.0125) and lrs[18] == pytest.approx(0.00625)
     hook = next(h for h in t._hooks if isinstance(h, ReduceLROnPlateau))
     assert hook.num_reductions == 3 and hook.best == pytest.approx(0.7)
+    # the same decisions as torch's ReduceLROnPlateau stepped once per evaluation
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.05)
+    ref = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=0.5, patience=1, threshold=1e-4)
+    for it in range(1, 19, 2):
+        ref.step(SCORES[it])
+        assert lrs[it + 1] == pytest.approx(opt.param_groups[0]["lr"]), it
 
 
 def _interrupted(cfg, crash_at):
@@ -155,3 +163,35 @@ def test_epoch_budgets(caplog):
     assert cfg.SOLVER.MAX_ITER == 12  # the input is not modified
     unchanged = toy_cfg("unused")
     assert apply_epoch_budgets(unchanged, 50) is unchanged
+
+
+class MainOnlyScripted(ToyTrainer):
+    """Like real evaluators: only the main process gets results."""
+
+    @classmethod
+    def test(cls, cfg, model, evaluators=None):
+        if not comm.is_main_process():
+            return {}
+        return ScriptedTrainer.test(cfg, model)
+
+
+def two_process_stop_main(output_dir: str) -> None:
+    import json
+
+    cfg = _plateau_cfg(output_dir, **{"SOLVER.CHECKPOINT_PERIOD": 100, "SOLVER.EARLY_STOPPING.PATIENCE": 3,
+                                      "SOLVER.EARLY_STOPPING.METRIC": "val/dice"})
+    t = MainOnlyScripted(cfg)
+    lrs = _record_lr(t)
+    t.train()
+    with open(os.path.join(output_dir, f"rank{comm.get_rank()}.json"), "w") as f:
+        json.dump({"lrs": {str(k): v for k, v in lrs.items()}}, f)
+
+
+@pytest.mark.slow
+def test_two_processes_take_the_same_decisions(tmp_path):
+    import json
+
+    launch(two_process_stop_main, 2, dist_url="auto", args=(str(tmp_path),), device="cpu")
+    r = [json.loads((tmp_path / f"rank{i}.json").read_text())["lrs"] for i in range(2)]
+    assert r[0] == r[1]  # same lr reductions and the same stopping iteration on both ranks
+    assert max(int(k) for k in r[0]) == 9 and r[0]["9"] < r[0]["0"]

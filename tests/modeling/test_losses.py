@@ -43,6 +43,9 @@ def test_ce_weighted_known_answer():
     nll = -F.log_softmax(logits, 1).gather(1, t[:, None])[:, 0]
     expected = (torch.tensor(w)[t] * nll)[valid].mean()
     torch.testing.assert_close(got, expected)
+    # "weighted_mean" == torch's weighted CE
+    torch.testing.assert_close(CrossEntropyLoss(class_weights=w, reduction="weighted_mean")(logits, target),
+                               F.cross_entropy(logits, target, weight=torch.tensor(w), ignore_index=255))
     # unweighted == torch's mean CE with ignore_index
     torch.testing.assert_close(CrossEntropyLoss()(logits, target), F.cross_entropy(logits, target, ignore_index=255))
 

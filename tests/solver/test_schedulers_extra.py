@@ -71,10 +71,31 @@ def test_cosine_restart_lr():
 
 @pytest.mark.parametrize("pct", [0.3, 0.25])
 def test_one_cycle_lr(pct):
-    cfg = _cfg(LR_SCHEDULER_NAME="OneCycleLR", **{"ONE_CYCLE.PCT_START": pct})
+    cfg = _cfg(LR_SCHEDULER_NAME="OneCycleLR", **{"ONE_CYCLE.PCT_START": pct, "ONE_CYCLE.CYCLE_MOMENTUM": False})
     ref = _torch(lambda o: torch.optim.lr_scheduler.OneCycleLR(o, max_lr=0.1, total_steps=60, pct_start=pct,
                                                                 cycle_momentum=False), 60)
     assert _ours(cfg) == pytest.approx(ref, rel=1e-6)
+
+
+@pytest.mark.parametrize("opt_name", ["SGD", "ADAM"])
+def test_one_cycle_momentum_matches_torch(opt_name):
+    cfg = _cfg(LR_SCHEDULER_NAME="OneCycleLR", OPTIMIZER=opt_name, **{"ONE_CYCLE.CYCLE_MOMENTUM": True})
+    model = torch.nn.Linear(2, 1)
+    ref_model = torch.nn.Linear(2, 1)
+    opt = build_optimizer(cfg, model)
+    sched = build_lr_scheduler(cfg, opt)
+    ref_opt = (torch.optim.SGD(ref_model.parameters(), lr=0.1, momentum=0.9) if opt_name == "SGD"
+               else torch.optim.Adam(ref_model.parameters(), lr=0.1))
+    ref = torch.optim.lr_scheduler.OneCycleLR(ref_opt, max_lr=0.1, total_steps=60)
+    key = "momentum" if opt_name == "SGD" else "betas"
+    for _ in range(59):
+        got, want = opt.param_groups[0][key], ref_opt.param_groups[0][key]
+        assert got == pytest.approx(want, rel=1e-9)
+        assert opt.param_groups[0]["lr"] == pytest.approx(ref_opt.param_groups[0]["lr"], rel=1e-6)
+        opt.step()
+        ref_opt.step()
+        sched.step()
+        ref.step()
 
 
 def test_warmup_wraps_step_schedules():

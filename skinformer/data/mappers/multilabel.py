@@ -23,7 +23,7 @@ from skinformer.data.common import (
     read_or_skip,
 )
 from skinformer.data.decode_cache import cached_read
-from skinformer.data.mask_io import DataFileError, decode_binary, read_image, read_mask_array
+from skinformer.data.mask_io import DataFileError, read_binary_mask, read_image
 from skinformer.data.transforms import AugmentationList, build_augmentation
 
 from .build import DATASET_MAPPER_REGISTRY
@@ -37,7 +37,7 @@ logger = logging.getLogger(__name__)
 def read_label_masks(files: List[Optional[str]], shape=None) -> np.ndarray:
     """Stack binary masks (``None`` = empty class) into bool ``K×H×W``; ``shape`` (H, W) is required
     when every entry is ``None``. Masks of different sizes are an error naming the files."""
-    arrays = [None if f is None else decode_binary(read_mask_array(f), f) for f in files]
+    arrays = [None if f is None else read_binary_mask(f) for f in files]
     ref = next(((f, a) for f, a in zip(files, arrays) if a is not None), None)
     if ref is None and shape is None:
         raise ValueError("read_label_masks: all entries are None and no shape was given")

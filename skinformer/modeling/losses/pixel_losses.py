@@ -3,8 +3,10 @@ sigmoid BCE. Each averages a per-pixel (softmax) or per-pixel-per-class (sigmoid
 valid pixels and returns 0 with a gradient path when none is valid (never NaN).
 
 Class weights (``class_weights``, one per scored channel) multiply the loss of the pixels of
-that class (softmax: the pixel's label; sigmoid: each class channel). The mean is over pixels,
-not over weights, so normalised weights also scale the loss.
+that class (softmax: the pixel's label; sigmoid: each class channel). ``reduction``
+(``MODEL.LOSS.PIXEL_REDUCTION``): ``"mean"`` divides by the number of valid pixels (× classes), so
+normalised weights also scale the loss; ``"weighted_mean"`` divides by the summed weights of the
+valid elements (torch's weighted ``cross_entropy`` mean).
 """
 from typing import Optional, Sequence
 
@@ -18,6 +20,8 @@ from skinformer.config import configurable
 from .build import LOSS_REGISTRY
 from .targets import PreparedTargets, as_weight_tensor, prepare_targets, select_class_weights
 
+_REDUCTIONS = ("mean", "weighted_mean")
+
 __all__ = ["PixelLoss", "CrossEntropyLoss", "FocalLoss", "SigmoidFocalLoss", "WeightedCEFocalLoss", "BCELoss"]
 
 
@@ -29,10 +33,13 @@ class PixelLoss(nn.Module):
     """
 
     def __init__(self, *, activation: str = "softmax", class_weights: Optional[Sequence[float]] = None,
-                 ignore_index: int = 255):
+                 ignore_index: int = 255, reduction: str = "mean"):
         super().__init__()
+        if reduction not in _REDUCTIONS:
+            raise ValueError(f"MODEL.LOSS.PIXEL_REDUCTION must be one of {_REDUCTIONS}, got '{reduction}'")
         self.activation = activation
         self.ignore_index = ignore_index
+        self.reduction = reduction
         w = as_weight_tensor(class_weights)
         # not persistent: weights come from the config (or the training set), not from checkpoints
         self.register_buffer("class_weights", w, persistent=False)
@@ -55,13 +62,16 @@ class PixelLoss(nn.Module):
         if not p.valid.any():
             return logits.sum() * 0.0
         loss = self.pixel_loss(p)
-        if loss.dim() == 4:  # sigmoid: mean over valid pixels and classes
-            return (loss * p.valid.unsqueeze(1)).sum() / (p.valid.sum() * loss.shape[1])
-        return (loss * p.valid).sum() / p.valid.sum()
+        v = p.valid.unsqueeze(1) if loss.dim() == 4 else p.valid  # sigmoid: over pixels and classes
+        v = v.to(loss.dtype).expand_as(loss)
+        w = self.weight_map(p) if self.reduction == "weighted_mean" else None
+        denom = v.sum() if w is None else (v * w).sum().clamp(min=1e-12)
+        return (loss * v).sum() / denom
+
 
 
 def _common_from_config(cfg):
-    return {"ignore_index": cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE}
+    return {"ignore_index": cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE, "reduction": cfg.MODEL.LOSS.PIXEL_REDUCTION}
 
 
 def _ce_map(p: PreparedTargets) -> torch.Tensor:
