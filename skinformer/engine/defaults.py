@@ -510,7 +510,7 @@ class DefaultTrainer(TrainerBase):
         log them to TensorBoard as ``vis/<stem>`` (in OUTPUT_DIR, or ``output_dir`` when given).
         Returns the written paths. Call on the main process only."""
         from skinformer.data.catalog import DatasetCatalog, MetadataCatalog
-        from skinformer.data.mask_io import decode_binary, read_image, read_mask_array, read_sem_seg
+        from skinformer.data.mask_io import read_image
         from skinformer.utils.visualizer import Visualizer, save_image
 
         num = cfg.TEST.NUM_VIS if num_images is None else num_images
@@ -527,9 +527,9 @@ class DefaultTrainer(TrainerBase):
             if record is None:
                 return None
             if "sem_seg_file_name" in record:
-                return read_sem_seg(record["sem_seg_file_name"], meta)
+                return vis.label_space.decode(record["sem_seg_file_name"])
             if "label_file_names" in record:
-                return np.stack([decode_binary(read_mask_array(f), f) for f in record["label_file_names"]])
+                return np.stack([vis.label_space.decode_binary(f) for f in record["label_file_names"]])
             return None
 
         model = _unwrap(model)
