@@ -8,6 +8,9 @@ Writes, for every input image ``<stem>.<ext>``:
   when background is a class, else K), for multi-label data one ``<stem>_<class>.png`` per class;
 * ``<output>/overlays/<stem>.png`` (unless ``--no-overlay``): the prediction blended over the image.
 
+Images are resized like the test mapper (``INPUT.FIXED_SIZE`` when the config sets it, e.g. the
+ISIC 2017 256-px configs, else the shortest-edge resize) and predictions mapped back to their size.
+
 Example::
 
     python tools/predict.py --config-file output/isic2017_r18/config.yaml \

@@ -38,7 +38,7 @@ ERROR_KINDS = {
 NOTE_KINDS = {
     "binary_0_255": "0/255 binary masks (accepted, 255 -> foreground)",
     "binary_grey_levels": "binary masks with intermediate grey levels (JPEG-like; thresholded at 128)",
-    "binary_rgb": "binary masks stored as colour images (channel mean thresholded at 128)",
+    "binary_rgb": "binary masks stored as colour images (brightest channel thresholded at 128)",
     "empty_mask": "masks without any class pixel (fine, counted)",
 }
 

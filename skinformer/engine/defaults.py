@@ -24,6 +24,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from skinformer.checkpoint import DetectionCheckpointer
 from skinformer.config import CfgNode, get_cfg
+from skinformer.data.transforms import AugmentationList, apply_augmentations, build_augmentation
 from skinformer.utils import comm
 from skinformer.utils.collect_env import collect_env_info
 from skinformer.utils.env import seed_all_rng
@@ -283,6 +284,10 @@ class DefaultTrainer(TrainerBase):
         log = logging.getLogger("skinformer")
         if not log.isEnabledFor(logging.INFO):
             setup_logger()
+        from skinformer.solver import apply_epoch_budgets
+
+        # epochs -> iterations first, so auto-scaling keeps the number of epochs
+        cfg = apply_epoch_budgets(cfg)
         cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
         self.check_dataset_metadata(cfg)
         _validate_first_images(cfg)
@@ -358,11 +363,17 @@ class DefaultTrainer(TrainerBase):
     # -- training --------------------------------------------------------------------------
     def build_hooks(self) -> List[hooks.HookBase]:
         """IterationTimer, LRScheduler, PeriodicCheckpointer (main), EvalHook, BestCheckpointer
-        (main, if TEST.BEST_CHECKPOINT_METRIC), PeriodicWriter (main, LOG_PERIOD)."""
+        (main, if TEST.BEST_CHECKPOINT_METRIC or early stopping), ReduceLROnPlateau (if
+        SOLVER.PLATEAU.METRIC), EarlyStopping (if SOLVER.EARLY_STOPPING.PATIENCE), PeriodicWriter
+        (main, LOG_PERIOD)."""
         cfg = self.cfg
         ret: List[Optional[hooks.HookBase]] = [hooks.IterationTimer(), hooks.LRScheduler()]
-        if comm.is_main_process():
-            ret.append(hooks.PeriodicCheckpointer(self.checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD))
+        periodic_ckpt = hooks.PeriodicCheckpointer(self.checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD)
+        # plateau / early stopping change state on an evaluation: checkpoint after them instead,
+        # so a checkpoint of an evaluation iteration resumes with that evaluation's effect
+        metric_hooks = bool(cfg.SOLVER.PLATEAU.METRIC) or cfg.SOLVER.EARLY_STOPPING.PATIENCE > 0
+        if comm.is_main_process() and not metric_hooks:
+            ret.append(periodic_ckpt)
 
         def test_and_save_results():
             self._last_eval_results = self.test(self.cfg, self.model)
@@ -371,9 +382,28 @@ class DefaultTrainer(TrainerBase):
         # after checkpointing, so a crash in evaluation still leaves a checkpoint
         ret.append(hooks.EvalHook(cfg.TEST.EVAL_PERIOD, test_and_save_results,
                                   eval_start_iter=cfg.TEST.EVAL_START_ITER))
-        if comm.is_main_process() and cfg.TEST.BEST_CHECKPOINT_METRIC:
-            ret.append(hooks.BestCheckpointer(cfg.TEST.EVAL_PERIOD, self.checkpointer,
-                                              cfg.TEST.BEST_CHECKPOINT_METRIC, cfg.TEST.BEST_CHECKPOINT_MODE))
+        stop = cfg.SOLVER.EARLY_STOPPING
+        stop_metric = stop.METRIC or cfg.TEST.BEST_CHECKPOINT_METRIC
+        if stop.PATIENCE > 0 and not stop_metric:
+            raise ValueError("SOLVER.EARLY_STOPPING.PATIENCE > 0 needs SOLVER.EARLY_STOPPING.METRIC or "
+                             "TEST.BEST_CHECKPOINT_METRIC (a validation metric such as 'isic_task1/jaccard')")
+        if (stop.PATIENCE > 0 or cfg.SOLVER.PLATEAU.METRIC) and cfg.TEST.EVAL_PERIOD <= 0:
+            raise ValueError("Early stopping / SOLVER.PLATEAU need periodic evaluation: set TEST.EVAL_PERIOD or "
+                             "TEST.EVAL_PERIOD_EPOCHS > 0")
+        best_metric, best_mode = cfg.TEST.BEST_CHECKPOINT_METRIC, cfg.TEST.BEST_CHECKPOINT_MODE
+        if not best_metric and stop.PATIENCE > 0:  # early stopping keeps model_best.pth on its metric
+            best_metric, best_mode = stop_metric, stop.MODE
+        if comm.is_main_process() and best_metric:
+            ret.append(hooks.BestCheckpointer(cfg.TEST.EVAL_PERIOD, self.checkpointer, best_metric, best_mode))
+        if cfg.SOLVER.PLATEAU.METRIC:
+            p = cfg.SOLVER.PLATEAU
+            ret.append(hooks.ReduceLROnPlateau(cfg.TEST.EVAL_PERIOD, p.METRIC, p.MODE, p.PATIENCE, p.FACTOR,
+                                               p.THRESHOLD, p.MIN_LR))
+        if stop.PATIENCE > 0:
+            ret.append(hooks.EarlyStopping(cfg.TEST.EVAL_PERIOD, stop_metric, stop.MODE, stop.PATIENCE, stop.MIN_DELTA,
+                                           checkpointer=self.checkpointer))
+        if comm.is_main_process() and metric_hooks:
+            ret.append(periodic_ckpt)
         if comm.is_main_process():
             # last, so it also writes the evaluation results
             ret.append(hooks.PeriodicWriter(self.build_writers(), period=cfg.LOG_PERIOD))
@@ -568,21 +598,6 @@ class DefaultTrainer(TrainerBase):
 # ------------------------------------------------------------------------------------------
 # Predictor
 # ------------------------------------------------------------------------------------------
-def _resize_shortest_edge(image: np.ndarray, short: int, max_size: int) -> np.ndarray:
-    import cv2
-
-    h, w = image.shape[:2]
-    if short <= 0:
-        return image
-    scale = short / min(h, w)
-    if max(h, w) * scale > max_size > 0:
-        scale = max_size / max(h, w)
-    new_h, new_w = int(round(h * scale)), int(round(w * scale))
-    if (new_h, new_w) == (h, w):
-        return image
-    return cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
-
-
 _INPUT_FORMATS = {"RGB": lambda img: img, "BGR": lambda img: img[:, :, ::-1]}
 
 
@@ -591,8 +606,10 @@ class DefaultPredictor:
     one image (``{"sem_seg": K×H×W}`` and/or ``{"instances": ...}`` at the image's size).
 
     The image is ``H×W×3`` uint8 in ``INPUT.FORMAT`` channel order (RGB unless set to BGR, e.g.
-    for ``cv2.imread`` images); it is resized like the test mapper (shortest edge
-    ``INPUT.MIN_SIZE_TEST``, longest at most ``INPUT.MAX_SIZE_TEST``).
+    for ``cv2.imread`` images); it is resized with the test mapper's augmentations
+    (:func:`~skinformer.data.transforms.build_augmentation`: ``INPUT.FIXED_SIZE`` when set, else
+    shortest edge ``INPUT.MIN_SIZE_TEST``, longest at most ``INPUT.MAX_SIZE_TEST``) and the
+    prediction comes back at the image's own size.
     """
 
     def __init__(self, cfg: CfgNode):
@@ -609,6 +626,7 @@ class DefaultPredictor:
             self.metadata = MetadataCatalog.get(cfg.DATASETS.TEST[0])
         DetectionCheckpointer(self.model, save_to_disk=False).load(cfg.MODEL.WEIGHTS, source="MODEL.WEIGHTS")
         self.input_format = cfg.INPUT.FORMAT
+        self.augmentations = AugmentationList(build_augmentation(self.cfg, is_train=False))
 
     def __call__(self, original_image: np.ndarray) -> Dict[str, Any]:
         if original_image.ndim != 3 or original_image.shape[2] != 3:
@@ -616,6 +634,7 @@ class DefaultPredictor:
         with torch.no_grad():
             rgb = _INPUT_FORMATS[self.input_format](original_image)
             h, w = rgb.shape[:2]
-            image = _resize_shortest_edge(rgb, self.cfg.INPUT.MIN_SIZE_TEST, self.cfg.INPUT.MAX_SIZE_TEST)
+            # test-time resizes are deterministic; the seed only satisfies the API
+            image = apply_augmentations(self.augmentations, rgb, rng=0)[0].image
             tensor = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
             return self.model([{"image": tensor, "height": h, "width": w}])[0]

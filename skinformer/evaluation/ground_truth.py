@@ -91,7 +91,7 @@ def read_binary_stack(files: List[Optional[str]], shape, device: torch.device,
 
     Every mask must have ``shape`` (H, W); a mismatch is an error naming the file.
     """
-    reader = reader or (lambda f: mask_io.decode_binary(mask_io.read_mask_array(f), f))
+    reader = reader or mask_io.read_binary_mask
     h, w = shape
     out = np.zeros((len(files), h, w), dtype=bool)
     for i, f in enumerate(files):
@@ -133,14 +133,14 @@ class LabelMapEvaluator(DatasetEvaluator):
 
     Subclasses decorate their ``__init__`` with ``@configurable``, pass these arguments through and
     implement ``reset`` / ``process`` / ``evaluate``; :meth:`_scores_and_gt_file` and
-    :meth:`_check_gt_size` do the checks every ``process`` needs.
+    :meth:`_scores_at_gt_size` do the checks every ``process`` needs.
     """
 
     def __init__(self, *, classes: Sequence[str], ignore_label: int = 255, has_background_class: bool = False,
                  background_index: int = 0, mask_encoding: str = "binary", gray_values: Optional[dict] = None,
                  mat_key: str = "smgt", dataset_name: Optional[str] = None, gt_table: Optional[Dict[str, str]] = None,
                  threshold: float = 0.5, output_dir: Optional[str] = None, device: str = "cpu",
-                 task_name: str = "sem_seg"):
+                 task_name: str = "sem_seg", resize_to_gt: bool = False):
         """
         Args:
             classes: class names of the ``sem_seg`` channels (``len == K``; ``["lesion"]`` for binary data).
@@ -152,6 +152,11 @@ class LabelMapEvaluator(DatasetEvaluator):
             output_dir: where the subclass writes its files (``None``: nothing is written).
             device: where statistics are reduced across processes (``cfg.MODEL.DEVICE``).
             task_name: key of the results (``{task_name: {metric: value}}``).
+            resize_to_gt: the ground truth is at a higher resolution than the evaluated images (e.g.
+                256-px copies scored against the original masks; metadata ``resize_predictions_to_gt``):
+                scores of another size are resized bilinearly to the ground truth's size before the
+                decision rule, so metrics are computed at the ground-truth resolution. Off: a size
+                mismatch is an error.
         """
         self._classes = list(classes)
         self._num_classes = len(self._classes)
@@ -167,6 +172,7 @@ class LabelMapEvaluator(DatasetEvaluator):
         self._output_dir = output_dir
         self._device = torch.device(device)
         self._task = task_name
+        self._resize_to_gt = bool(resize_to_gt)
         self.reset()
 
     @classmethod
@@ -175,7 +181,7 @@ class LabelMapEvaluator(DatasetEvaluator):
 
         meta = MetadataCatalog.get(dataset_name)
         return dict(mask_metadata_kwargs(meta), dataset_name=dataset_name, output_dir=output_dir,
-                    device=cfg.MODEL.DEVICE)
+                    device=cfg.MODEL.DEVICE, resize_to_gt=meta.get("resize_predictions_to_gt", False))
 
     def _scores_and_gt_file(self, input_dict: dict, output: dict) -> Tuple[torch.Tensor, str]:
         """The checked ``K×H×W`` scores of one output and the ground-truth file of its input."""
@@ -183,10 +189,16 @@ class LabelMapEvaluator(DatasetEvaluator):
         check_scores(scores, input_dict, self._classes)
         return scores, self._gt(input_dict)
 
-    @staticmethod
-    def _check_gt_size(gt_hw, gt_file: str, input_dict: dict, scores: torch.Tensor) -> None:
-        if tuple(gt_hw) != tuple(scores.shape[1:]):
-            raise ValueError(
-                f"Ground truth {gt_file} is {gt_hw[0]}×{gt_hw[1]} but the prediction for "
-                f"{input_dict.get('file_name')!r} is {scores.shape[1]}×{scores.shape[2]}"
-            )
+    def _scores_at_gt_size(self, gt_hw, gt_file: str, input_dict: dict, scores: torch.Tensor) -> torch.Tensor:
+        """``scores`` (K×H×W) at the ground truth's size ``gt_hw``: resized when ``resize_to_gt``,
+        otherwise checked (a mismatch raises, naming both files)."""
+        if tuple(gt_hw) == tuple(scores.shape[1:]):
+            return scores
+        if self._resize_to_gt:
+            from skinformer.modeling.postprocessing import sem_seg_postprocess
+
+            return sem_seg_postprocess(scores.float(), scores.shape[1:], int(gt_hw[0]), int(gt_hw[1]))
+        raise ValueError(
+            f"Ground truth {gt_file} is {gt_hw[0]}×{gt_hw[1]} but the prediction for "
+            f"{input_dict.get('file_name')!r} is {scores.shape[1]}×{scores.shape[2]}"
+        )

@@ -70,7 +70,7 @@ class ISICTask1Evaluator(LabelMapEvaluator):
         if self._mask_meta["mask_encoding"] == "binary":
             # binary files hold no ignore pixels: decode straight to a bool foreground, skipping the
             # int64 label map read_sem_seg would build (same result, less memory traffic)
-            fg = mask_io.decode_binary(mask_io.read_mask_array(gt_file), gt_file)
+            fg = mask_io.read_binary_mask(gt_file)
             return torch.from_numpy(fg).to(device, non_blocking=True), None
         gt = read_label_map(gt_file, self._mask_meta, device)
         valid = gt != self._ignore
@@ -84,7 +84,7 @@ class ISICTask1Evaluator(LabelMapEvaluator):
         for inp, out in zip(inputs, outputs):
             scores, gt_file = self._scores_and_gt_file(inp, out)
             gt_fg, valid = self._read_gt_foreground(gt_file, scores.device)
-            self._check_gt_size(gt_fg.shape, gt_file, inp, scores)
+            scores = self._scores_at_gt_size(gt_fg.shape, gt_file, inp, scores)
             pred_fg = foreground_from_scores(scores, self._has_bg, self._threshold, self._bg_index)
             self._counts.append(binary_confusion(pred_fg, gt_fg, valid))
             self._image_ids.append(inp.get("image_id", inp.get("file_name")))

@@ -67,7 +67,7 @@ class SemSegEvaluator(LabelMapEvaluator):
         for inp, out in zip(inputs, outputs):
             scores, gt_file = self._scores_and_gt_file(inp, out)
             gt = read_label_map(gt_file, self._mask_meta, scores.device)
-            self._check_gt_size(gt.shape, gt_file, inp, scores)
+            scores = self._scores_at_gt_size(gt.shape, gt_file, inp, scores)
             pred = labels_from_scores(scores, self._has_bg, self._threshold)
             conf = confusion_matrix(pred, gt, self._num_classes + 1, self._ignore)
             self._conf = conf if self._conf is None else self._conf + conf

@@ -92,6 +92,8 @@ class SetCriterion(nn.Module):
             denoising uses labels and boxes only).
         proposal_empty_gt: UOME targets of images without ground truth: "exclude" (corrected)
             or "seed" (all-zero targets after min–max of the fill value, spec §10 #7).
+        class_weights: CE weights of the K classes ("ce" class loss; ``MODEL.LOSS.CLASS_WEIGHTS``);
+            the no-object weight stays ``eos_coef``.
     """
 
     _LOSS_FNS = {"labels": "loss_labels", "masks": "loss_masks", "boxes": "loss_boxes"}
@@ -101,7 +103,7 @@ class SetCriterion(nn.Module):
                  importance_sample_ratio: float, class_loss: str = "ce", focal_alpha: float = 0.25,
                  focal_gamma: float = 2.0, deep_supervision: bool = True, single_matching: bool = False,
                  dn_enabled: bool = False, dn_losses: Optional[Sequence[str]] = None,
-                 proposal_empty_gt: str = "exclude"):
+                 proposal_empty_gt: str = "exclude", class_weights: Optional[Sequence[float]] = None):
         super().__init__()
         for loss in list(losses) + list(dn_losses or []):
             if loss not in self._LOSS_FNS:
@@ -127,6 +129,12 @@ class SetCriterion(nn.Module):
         self.dn_losses = list(losses if dn_losses is None else dn_losses)
         self.proposal_empty_gt = proposal_empty_gt
         empty_weight = torch.ones(num_classes + 1)
+        if class_weights is not None:
+            if class_loss != "ce" or len(class_weights) not in (num_classes, num_classes + 1):
+                raise ValueError(f"MODEL.LOSS.CLASS_WEIGHTS ({len(class_weights)} entries) for a mask-classification "
+                                 f"model needs the CE class loss and {num_classes} (or {num_classes + 1}) entries")
+            # a label-map list also weighs "no class" pixels: only the K class entries apply to queries
+            empty_weight[:num_classes] = torch.as_tensor([float(w) for w in class_weights[:num_classes]])
         empty_weight[-1] = eos_coef
         self.register_buffer("empty_weight", empty_weight, persistent=False)
 

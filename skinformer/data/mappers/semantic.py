@@ -18,6 +18,7 @@ from skinformer.data.common import (
     read_or_skip,
     sem_seg_to_instances,
 )
+from skinformer.data.decode_cache import cached_read
 from skinformer.data.mask_io import read_image, read_sem_seg
 from skinformer.data.transforms import AugmentationList, build_augmentation
 
@@ -51,7 +52,13 @@ class SemanticMapper:
     In training an unreadable image or mask logs a warning naming the file and returns ``None``
     (the loader takes the next sample); at test time it raises ``DataFileError``. Image/mask size
     mismatches always raise, naming both files.
+
+    ``decode_cache`` (a :class:`~skinformer.data.decode_cache.DecodeCache`, set by
+    :func:`~skinformer.data.build.build_train_loader` per ``DATALOADER.DECODE_CACHE``) keeps the
+    decoded image and label map of each file, so a small dataset is decoded once per process.
     """
+
+    decode_cache = None
 
     @configurable
     def __init__(self, is_train: bool = True, *, augmentations: List, metadata, image_format: str = "RGB",
@@ -95,10 +102,15 @@ class SemanticMapper:
         if mask_file is None:
             raise KeyError(f"SemanticMapper: dataset dict of {file_name} has no 'sem_seg_file_name'")
 
-        image = read_or_skip(lambda: read_image(file_name, format=self.image_format), file_name, self.is_train)
+        cache = self.decode_cache
+        image = read_or_skip(lambda: cached_read(cache, ("image", file_name, self.image_format),
+                                                 lambda: read_image(file_name, format=self.image_format)),
+                             file_name, self.is_train)
         if image is None:
             return None
-        sem_seg = read_or_skip(lambda: read_sem_seg(mask_file, meta), mask_file, self.is_train)
+        sem_seg = read_or_skip(lambda: cached_read(cache, ("sem_seg", mask_file, meta.get("mask_encoding")),
+                                                   lambda: read_sem_seg(mask_file, meta)),
+                               mask_file, self.is_train)
         if sem_seg is None:
             return None
         check_same_size(image, file_name, sem_seg, mask_file)

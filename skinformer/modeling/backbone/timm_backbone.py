@@ -22,8 +22,9 @@ __all__ = ["TimmBackbone", "load_timm_state_dict", "freeze_batchnorm"]
 
 logger = logging.getLogger(__name__)
 
-# res_i has stride 2**i.
-_NAME_TO_REDUCTION = {"res2": 4, "res3": 8, "res4": 16, "res5": 32}
+# res_i has stride 2**i (res1, stride 2, is the stem output of models that expose it, e.g. the
+# Inception-v3 U-Net's first skip).
+_NAME_TO_REDUCTION = {"res1": 2, "res2": 4, "res3": 8, "res4": 16, "res5": 32}
 
 
 def freeze_batchnorm(module: nn.Module) -> nn.Module:

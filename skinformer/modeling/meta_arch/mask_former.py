@@ -34,10 +34,11 @@ from skinformer.structures import Boxes, ImageList, Instances, box_cxcywh_to_xyx
 
 from ..backbone import Backbone, build_backbone, resolve_pixel_normalization
 from ..criterion import SetCriterion, build_weight_dict
+from ..losses import resolve_class_weights
 from ..matcher import HungarianMatcher
 from ..pixel_auxiliary_loss import PixelAuxiliaryLoss
 from ..pixel_decoder import build_pixel_decoder
-from ..postprocessing import sem_seg_postprocess
+from ..postprocessing import MaskPostProcessor, sem_seg_postprocess
 from ..transformer_decoder import build_transformer_decoder
 from .build import META_ARCH_REGISTRY
 
@@ -75,6 +76,7 @@ class MaskFormer(nn.Module):
                  multilabel_on: bool = False, instance_on: bool = False,
                  sem_seg_postprocess_before_inference: bool = False, test_topk_per_image: int = 100,
                  focus_on_box: bool = False, sliding_window: Optional[Tuple[int, int]] = None,
+                 postprocessor: Optional[MaskPostProcessor] = None,
                  pixel_aux_loss: Optional[PixelAuxiliaryLoss] = None):
         super().__init__()
         if class_loss not in ("ce", "focal"):
@@ -97,6 +99,8 @@ class MaskFormer(nn.Module):
         self.test_topk_per_image = test_topk_per_image
         self.focus_on_box = focus_on_box
         self.sliding_window = sliding_window
+        # MODEL.POSTPROCESS: cleans every emitted ``sem_seg`` (see MaskPostProcessor)
+        self.postprocessor = postprocessor
         self.pixel_aux_loss = pixel_aux_loss
         self._dropped_losses = set()
 
@@ -139,6 +143,7 @@ class MaskFormer(nn.Module):
             focal_alpha=node.FOCAL_ALPHA, focal_gamma=node.FOCAL_GAMMA, deep_supervision=node.DEEP_SUPERVISION,
             single_matching=node.SML, dn_enabled=opts["dn"] is not None,
             dn_losses=opts["dn"], proposal_empty_gt=node.get("PROPOSAL_EMPTY_GT", "exclude"),
+            class_weights=resolve_class_weights(cfg),
         )
 
     @classmethod
@@ -170,6 +175,7 @@ class MaskFormer(nn.Module):
             "test_topk_per_image": cfg.TEST.DETECTIONS_PER_IMAGE,
             "focus_on_box": node.TEST.FOCUS_ON_BOX,
             "sliding_window": (sw.SIZE, sw.STRIDE) if sw.ENABLED else None,
+            "postprocessor": MaskPostProcessor.from_config(cfg),
             "pixel_aux_loss": PixelAuxiliaryLoss(
                 cfg.MODEL.SEM_SEG_HEAD.MASK_DIM, cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES, node.PIXEL_AUX_WEIGHT
             ) if node.PIXEL_AUX_WEIGHT > 0 else None,
@@ -378,6 +384,8 @@ class MaskFormer(nn.Module):
                     if outputs is None:
                         outputs = self.predict(images.tensor)
                     r["sem_seg"] = self._dense_scores(outputs, i, padded_size, image_size, out_size)
+                if self.postprocessor is not None:
+                    r["sem_seg"] = self.postprocessor(r["sem_seg"])
             if self.instance_on:
                 boxes = outputs.get("pred_boxes")
                 r["instances"] = self.instance_inference(
