@@ -38,6 +38,7 @@ from tabulate import tabulate
 
 from skinformer.data import mask_io
 from skinformer.evaluation import metrics as M
+from skinformer.structures.label_space import LabelSpace
 
 
 TASK2_NAME = re.compile(r"^(?P<image>.+?)_attribute_(?P<attribute>.+)$")
@@ -199,7 +200,9 @@ def score_sem_seg(args) -> dict:
     names = list(args.class_names) if args.class_names else [str(i) for i in range(k)]
     if len(names) != k:
         raise MaskFolderError(f"--class-names lists {len(names)} names for --num-classes {k}")
-    num_labels = k if args.has_background_class else k + 1  # value K = background when it is no class
+    space = LabelSpace(classes=tuple(names), ignore_label=args.ignore_label, background_is_class=args.background_is_class,
+                       background_index=args.background_index, mask_encoding="index")
+    num_labels = space.num_labels  # value K = background when it is no class
     pairs = pair_files(list_masks(args.gt_dir, args.gt_suffix, "ground-truth"),
                        list_masks(args.pred_dir, args.pred_suffix, "prediction"))
     conf = torch.zeros(k + 1, k + 1, dtype=torch.int64)
@@ -209,7 +212,7 @@ def score_sem_seg(args) -> dict:
         _check_size(g, p, gt_file, pred_file)
         conf += M.confusion_matrix(torch.from_numpy(p), torch.from_numpy(g), k + 1, args.ignore_label)
     return {"num_images": len(pairs), "classes": names, "confusion_matrix": conf.tolist(),
-            "results": M.sem_seg_summary(conf, names, args.has_background_class, args.background_index)}
+            "results": M.sem_seg_summary(conf, names, space.background_is_class, space.background_index)}
 
 
 METRICS: Dict[str, Callable] = {
@@ -241,7 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-classes", type=int, default=None, help="sem_seg: number of classes K")
     p.add_argument("--class-names", nargs="+", default=None, help="sem_seg: K class names")
     p.add_argument("--ignore-label", type=int, default=255, help="sem_seg: ground-truth label that is ignored")
-    p.add_argument("--has-background-class", action="store_true",
+    p.add_argument("--has-background-class", dest="background_is_class", action="store_true",
                    help="sem_seg: background is one of the K classes (else label K = background)")
     p.add_argument("--background-index", type=int, default=0, help="sem_seg: the background class for *_fg means")
     return p

@@ -77,8 +77,9 @@ _C.MODEL.POSTPROCESS.CLOSING_KERNELS = []
 _C.MODEL.POSTPROCESS.FILL_HOLES = False
 _C.MODEL.POSTPROCESS.KEEP_LARGEST = False
 _C.MODEL.POSTPROCESS.MIN_AREA = 0
-# Probability above which a pixel is decided foreground before post-processing.
-_C.MODEL.POSTPROCESS.THRESHOLD = 0.5
+# Probability above which a pixel is decided foreground before post-processing; -1 = TEST.THRESHOLD
+# (the decision threshold of evaluation, visualisation and tools/predict.py).
+_C.MODEL.POSTPROCESS.THRESHOLD = -1.0
 
 _C.MODEL.RESNETS = CN()
 _C.MODEL.RESNETS.DEPTH = 50
@@ -374,6 +375,9 @@ _C.SOLVER.AMP.DTYPE = "float16"  # or "bfloat16"
 # Test / evaluation
 # ---------------------------------------------------------------------------------------------
 _C.TEST = CN()
+# Probability threshold of the decision rule ("background is no class" and multi-label data),
+# used alike by the evaluators, the visualiser and tools/predict.py (skinformer.structures.LabelSpace).
+_C.TEST.THRESHOLD = 0.5
 # Evaluate every N iterations (0 = only after training).
 _C.TEST.EVAL_PERIOD = 0
 # Skip periodic evaluations before this iteration (SiMaskFormer's key).

@@ -14,7 +14,8 @@ Mask encodings (metadata ``mask_encoding``):
 * ``"mat"``: MATLAB ``.mat`` file holding an index map in variable ``metadata.mat_key`` (``"smgt"``).
 
 Decoded label maps hold ``0..K-1`` for classes, ``K`` for background when background is not a
-class (``has_background_class`` False) and ``ignore_label`` for ignored pixels.
+class (:attr:`~skinformer.structures.LabelSpace.background_label`) and ``ignore_label`` for ignored
+pixels. Metadata defaults are those of :meth:`~skinformer.structures.LabelSpace.from_metadata`.
 """
 import os
 from typing import Dict, Optional
@@ -160,24 +161,23 @@ def read_binary_mask(file_name: str, threshold: float = 127) -> np.ndarray:
     return decode_binary(read_mask_array(file_name), file_name, threshold)
 
 
-def label_map_from_binary(fg: np.ndarray, has_background_class: bool) -> np.ndarray:
+def label_map_from_binary(fg: np.ndarray, background_is_class: bool) -> np.ndarray:
     """Label map of a binary dataset: lesion = class 0 and background = 1 (no class), or,
     when background is a class, background = 0 and lesion = 1."""
-    if has_background_class:
+    if background_is_class:
         return fg.astype(np.int64)
     return np.where(fg, 0, 1).astype(np.int64)
 
 
 def read_sem_seg(file_name: str, metadata) -> np.ndarray:
-    """Decode a semantic mask file into a label map (int64 ``H×W``) following ``metadata``.
+    """Decode a semantic mask file into a label map (int64 ``H×W``) following ``metadata``
+    (dataset metadata or a :class:`~skinformer.structures.LabelSpace`: ``classes``, ``ignore_label``,
+    ``mask_encoding``, plus ``gray_values`` for "gray_values" and ``mat_key`` for "mat")."""
+    from skinformer.structures.label_space import LabelSpace
 
-    ``metadata`` needs ``classes``, ``ignore_label`` and ``mask_encoding`` (default "binary"),
-    plus ``gray_values`` for "gray_values" and ``mat_key`` for "mat".
-    """
-    encoding = metadata.get("mask_encoding", "binary")
-    num_classes = len(metadata.get("classes"))
-    ignore = metadata.get("ignore_label", 255)
-    has_bg = metadata.get("has_background_class", False)
+    space = LabelSpace.from_metadata(metadata)
+    encoding = space.mask_encoding
+    num_classes, ignore, has_bg = space.num_classes, space.ignore_label, space.background_is_class
     if encoding == "binary":
         return label_map_from_binary(decode_binary(read_mask_array(file_name), file_name), has_bg)
     if encoding == "index":
@@ -185,9 +185,9 @@ def read_sem_seg(file_name: str, metadata) -> np.ndarray:
         _check_index_values(arr, num_classes, ignore, has_bg, file_name)
         return arr
     if encoding == "gray_values":
-        return _decode_gray_values(file_name, metadata.get("gray_values"))
+        return _decode_gray_values(file_name, space.gray_values)
     if encoding == "mat":
-        arr = _read_mat(file_name, metadata.get("mat_key", "smgt"))
+        arr = _read_mat(file_name, space.mat_key)
         _check_index_values(arr, num_classes, ignore, has_bg, file_name)
         return arr
     raise DataFileError(f"Unknown mask_encoding '{encoding}' for {file_name}; expected one of {MASK_ENCODINGS}")

@@ -234,11 +234,12 @@ class _SmpData:
     def _sample(self, i: int):
         if i not in self._cache:
             from skinformer.data.mask_io import read_image, read_sem_seg
+            from skinformer.structures.label_space import LabelSpace
 
             d = self.dicts[i]
             seg = read_sem_seg(d["sem_seg_file_name"], self.meta)
             num_classes = len(self.meta["classes"])
-            ignore = int(self.meta.get("ignore_label", 255))
+            ignore = LabelSpace.from_metadata(self.meta).ignore_label
             target = np.where(seg == ignore, 255, (seg >= 0) & (seg < num_classes)).astype(np.uint8)
             self._cache[i] = (_squash(read_image(d["file_name"]), self.size), _squash(target, self.size, True))
         return self._cache[i]

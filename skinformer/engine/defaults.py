@@ -506,10 +506,11 @@ class DefaultTrainer(TrainerBase):
     def visualize(cls, cfg, model, dataset_name: Optional[str] = None, num_images: Optional[int] = None,
                   output_dir: Optional[str] = None) -> List[str]:
         """Write ``TEST.NUM_VIS`` overlay PNGs (prediction fill + ground-truth contour) of the
-        first images of ``dataset_name`` (default ``DATASETS.TEST[0]``) to ``OUTPUT_DIR/vis``.
+        first images of ``dataset_name`` (default ``DATASETS.TEST[0]``) to ``OUTPUT_DIR/vis``, and
+        log them to TensorBoard as ``vis/<stem>`` (in OUTPUT_DIR, or ``output_dir`` when given).
         Returns the written paths. Call on the main process only."""
         from skinformer.data.catalog import DatasetCatalog, MetadataCatalog
-        from skinformer.data.mask_io import decode_binary, read_image, read_mask_array, read_sem_seg
+        from skinformer.data.mask_io import read_image
         from skinformer.utils.visualizer import Visualizer, save_image
 
         num = cfg.TEST.NUM_VIS if num_images is None else num_images
@@ -520,21 +521,22 @@ class DefaultTrainer(TrainerBase):
         meta = MetadataCatalog.get(name)
         raw = {d["file_name"]: d for d in DatasetCatalog.get(name)}
         multi_label = bool(meta.get("multi_label", False)) or any("label_file_names" in d for d in raw.values())
-        vis = Visualizer(meta, multi_label=multi_label)
+        vis = Visualizer(meta, multi_label=multi_label, threshold=cfg.TEST.THRESHOLD)
 
         def ground_truth(record):
             if record is None:
                 return None
             if "sem_seg_file_name" in record:
-                return read_sem_seg(record["sem_seg_file_name"], meta)
+                return vis.label_space.decode(record["sem_seg_file_name"])
             if "label_file_names" in record:
-                return np.stack([decode_binary(read_mask_array(f), f) for f in record["label_file_names"]])
+                return np.stack([vis.label_space.decode_binary(f) for f in record["label_file_names"]])
             return None
 
         model = _unwrap(model)
         was_training = model.training
         model.eval()
         written: List[str] = []
+        tb = _OverlayTensorboard(out_dir if output_dir else cfg.OUTPUT_DIR)
         try:
             with torch.no_grad(), rng_preserved():
                 for batch in cls.build_test_loader(cfg, name):
@@ -545,6 +547,7 @@ class DefaultTrainer(TrainerBase):
                         stem = os.path.splitext(os.path.basename(inp["file_name"]))[0]
                         path = os.path.join(out_dir, f"{stem}.png")
                         save_image(path, canvas)
+                        tb.add(f"vis/{stem}", canvas)
                         written.append(path)
                         if len(written) >= num:
                             break
@@ -552,6 +555,7 @@ class DefaultTrainer(TrainerBase):
                         break
         finally:
             model.train(was_training)
+            tb.close()
         logging.getLogger("skinformer").info("Wrote %d overlay images to %s", len(written), out_dir)
         return written
 
@@ -593,6 +597,35 @@ class DefaultTrainer(TrainerBase):
         if frozen:
             cfg.freeze()
         return cfg
+
+
+class _OverlayTensorboard:
+    """Overlays for TensorBoard: queued on the event storage during training (the
+    TensorboardXWriter writes them with the scalars), else written to ``log_dir`` directly."""
+
+    def __init__(self, log_dir: str):
+        from skinformer.utils.events import get_event_storage, has_event_storage
+
+        self.storage = get_event_storage() if has_event_storage() else None
+        self.log_dir = log_dir
+        self.writer = None
+
+    def add(self, name: str, image_hwc: np.ndarray) -> None:
+        chw = np.ascontiguousarray(np.asarray(image_hwc).transpose(2, 0, 1))
+        if self.storage is not None:
+            self.storage.put_image(name, chw)
+            return
+        if not self.log_dir:
+            return
+        if self.writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(self.log_dir)
+        self.writer.add_image(name, chw, 0)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
 
 
 # ------------------------------------------------------------------------------------------

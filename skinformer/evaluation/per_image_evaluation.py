@@ -28,7 +28,9 @@ from skinformer.utils import comm
 from .build import EVALUATOR_REGISTRY
 from .evaluator import DatasetEvaluator
 from .ground_truth import GroundTruthLookup, check_scores, mask_metadata_kwargs, read_binary_stack, read_label_map
-from .metrics import labels_from_scores, multilabel_confusion
+from skinformer.structures.label_space import LabelSpace
+
+from .metrics import multilabel_confusion
 from .per_image_metrics import (
     PER_IMAGE_KEYS, boundary_iou, confusion_summary, foreground_background_iou, hd95, per_image_roc_auc,
     per_image_scores,
@@ -50,25 +52,23 @@ class PerImageEvaluator(DatasetEvaluator):
             classes: names of the ``sem_seg`` channels.
             multi_label: ground truth is ``label_file_names`` and each class is thresholded on its own.
             has_background_class, ignore_label, mask_encoding, gray_values, mat_key: label-map decoding.
-            threshold: decision threshold (docs/CONTRACTS.md decision rules).
+            threshold: decision threshold (``TEST.THRESHOLD``; :class:`~skinformer.structures.LabelSpace`).
             empty: empty-image convention, "one" / "skip" / "zero".
             roc_auc: also per-image, per-class ROC-AUC from the scores.
         """
+        self._space = LabelSpace(classes=tuple(classes), ignore_label=int(ignore_label),
+                                 background_is_class=bool(has_background_class), background_index=int(background_index),
+                                 multi_label=bool(multi_label), mask_encoding=mask_encoding, gray_values=gray_values,
+                                 mat_key=mat_key, threshold=float(threshold))
         self._classes = list(classes)
-        self._multi_label = bool(multi_label)
-        self._has_bg = bool(has_background_class)
-        self._bg_index = int(background_index)
-        self._ignore = int(ignore_label)
-        self._mask_meta = {"classes": self._classes, "ignore_label": ignore_label,
-                           "has_background_class": has_background_class, "mask_encoding": mask_encoding,
-                           "gray_values": gray_values, "mat_key": mat_key}
+        self._multi_label = self._space.multi_label
+        self._ignore = self._space.ignore_label
         key = "label_file_names" if multi_label else "sem_seg_file_name"
         self._gt = GroundTruthLookup(key, dataset_name, None)
-        self._threshold = float(threshold)
         self._empty = empty
         self._roc_auc = bool(roc_auc)
         self._output_dir = output_dir
-        self._binary = len(self._classes) == 1 and not self._has_bg and not self._multi_label
+        self._binary = self._space.decision == "threshold" and self._space.num_classes == 1
         per_image_scores(torch.zeros(1, 4, dtype=torch.long), empty)  # validates ``empty`` now
         self.reset()
 
@@ -83,7 +83,7 @@ class PerImageEvaluator(DatasetEvaluator):
                                                    "gray_values", "mat_key", "background_index")}
         node = cfg.TEST.PER_IMAGE
         return dict(kw, multi_label=multi, dataset_name=dataset_name, empty=node.EMPTY, roc_auc=node.ROC_AUC,
-                    output_dir=output_dir)
+                    output_dir=output_dir, threshold=cfg.TEST.THRESHOLD)
 
     def reset(self) -> None:
         self._rows: List[Dict[str, Any]] = []  # one per image: name, K×M scores, binary extras
@@ -94,13 +94,13 @@ class PerImageEvaluator(DatasetEvaluator):
         k, h, w = scores.shape
         if self._multi_label:
             gt = read_binary_stack(list(self._gt(inp)), (h, w), scores.device)
-            return scores > self._threshold, gt, torch.ones(h, w, dtype=torch.bool, device=scores.device)
-        label = read_label_map(self._gt(inp), self._mask_meta, scores.device).long()
+            return self._space.masks_from_scores(scores), gt, torch.ones(h, w, dtype=torch.bool, device=scores.device)
+        label = read_label_map(self._gt(inp), self._space, scores.device).long()
         if tuple(label.shape) != (h, w):
             raise ValueError(f"{inp.get('file_name')!r}: prediction {h}×{w} but ground truth {tuple(label.shape)}")
         valid = label != self._ignore
         classes = torch.arange(k, device=scores.device).view(-1, 1, 1)
-        pred = labels_from_scores(scores, self._has_bg, self._threshold).unsqueeze(0) == classes
+        pred = self._space.masks_from_scores(scores)
         gt = label.unsqueeze(0) == classes
         return pred & valid, gt & valid, valid
 

@@ -68,6 +68,43 @@ def _pad_masks(masks: Sequence[torch.Tensor]) -> List[torch.Tensor]:
     return [m if m.shape[-2:] == (h, w) else F.pad(m, (0, w - m.shape[-1], 0, h - m.shape[-2])) for m in masks]
 
 
+def _sample_matched_targets(masks: Sequence[torch.Tensor], indices: Indices, coords: torch.Tensor) -> torch.Tensor:
+    """Ground truth of every matched pair at its points: ``N×P`` (pairs in ``indices`` order).
+
+    Args:
+        masks: per image ``T_b×H×W`` target masks (same H, W).
+        indices: per image ``(query_idx, target_idx)``.
+        coords: ``N×P×2`` points of the pairs, N = total number of pairs.
+
+    Denoising matches every ground truth G times (one per group): instead of materialising G
+    full-resolution copies of each mask (``N×H×W``), the pairs that share a mask read it in one
+    ``grid_sample`` over all their points. The sampled values are the same.
+    """
+    device = coords.device
+    labels = []
+    start = 0
+    for m, (_, tgt_idx) in zip(masks, indices):
+        n = len(tgt_idx)
+        if n == 0:
+            continue
+        tgt_idx = tgt_idx.to(m.device)
+        pts = coords[start:start + n]
+        start += n
+        ids, inverse, counts = torch.unique(tgt_idx, return_inverse=True, return_counts=True)
+        if len(ids) == n or bool((counts != counts[0]).any()):
+            # No mask is shared (or unevenly): one copy per pair, as plain matching does.
+            labels.append(point_sample(m[tgt_idx].to(device, torch.float32)[:, None], pts).squeeze(1))
+            continue
+        # Pairs sorted by their mask; every mask has the same number c of pairs (DN groups).
+        order = torch.argsort(inverse, stable=True).to(device)
+        grid = pts[order].reshape(len(ids), -1, 2)  # U × (c·P) × 2
+        vals = point_sample(m[ids].to(device, torch.float32)[:, None], grid).squeeze(1)
+        out = torch.empty_like(vals).view(n, -1)
+        out[order] = vals.reshape(n, -1)
+        labels.append(out)
+    return torch.cat(labels)
+
+
 class SetCriterion(nn.Module):
     """Hungarian-matched losses over all prediction sets of a mask-transformer decoder.
 
@@ -188,15 +225,13 @@ class SetCriterion(nn.Module):
             zero = pred.sum() * 0.0
             return {"loss_mask": zero, "loss_dice": zero}
         tgt_masks = _pad_masks([t["masks"] for t in targets])
-        target_masks = torch.cat([m[J] for m, (_, J) in zip(tgt_masks, indices)]).to(pred.device).float()
         src_masks = src_masks[:, None]
-        target_masks = target_masks[:, None]
         with torch.no_grad():
             coords = get_uncertain_point_coords_with_randomness(
                 src_masks, calculate_uncertainty, self.num_points, self.oversample_ratio,
                 self.importance_sample_ratio,
             )
-            point_labels = point_sample(target_masks, coords).squeeze(1)
+            point_labels = _sample_matched_targets(tgt_masks, indices, coords)
         point_logits = point_sample(src_masks, coords).squeeze(1)
         return {
             "loss_mask": sigmoid_ce_loss(point_logits, point_labels, num_masks),

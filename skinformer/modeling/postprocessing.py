@@ -4,6 +4,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from skinformer.structures.label_space import LabelSpace
+
 __all__ = ["sem_seg_postprocess", "MaskPostProcessor"]
 
 
@@ -51,6 +53,10 @@ class MaskPostProcessor:
         self.min_area = int(min_area)
         self.threshold = float(threshold)
         self.background_index = int(background_index)
+        # the decision rule itself is the label space's; channel names do not matter here
+        self._space = LabelSpace(classes=tuple(str(c) for c in range(self.num_classes)),
+                                 background_is_class=decision == "argmax", background_index=self.background_index,
+                                 multi_label=decision == "multi_label", threshold=self.threshold)
 
     def _per_class(self, kernels: Sequence[int], key: str) -> List[int]:
         kernels = [int(k) for k in kernels]
@@ -73,32 +79,21 @@ class MaskPostProcessor:
         node = cfg.MODEL.POSTPROCESS
         if not node.ENABLED:
             return None
-        from skinformer.data.catalog import MetadataCatalog
-
-        names = list(cfg.DATASETS.TEST) or list(cfg.DATASETS.TRAIN)
-        meta = MetadataCatalog.get(names[0]).as_dict() if names else {}
-        if meta.get("mapper") == "MultiLabelMapper" or cfg.INPUT.DATASET_MAPPER_NAME == "MultiLabelMapper":
-            decision = "multi_label"
-        elif meta.get("has_background_class", False):
-            decision = "argmax"
+        if list(cfg.DATASETS.TEST) or list(cfg.DATASETS.TRAIN):
+            space = LabelSpace.from_config(cfg)
+            decision, background_index = space.decision, space.background_index
         else:
-            decision = "threshold"
-        return cls(decision=decision, num_classes=cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES,
+            decision, background_index = "threshold", 0
+        if cfg.INPUT.DATASET_MAPPER_NAME == "MultiLabelMapper":
+            decision = "multi_label"
+        return cls(decision=decision, background_index=background_index, num_classes=cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES,
                    opening_kernels=node.OPENING_KERNELS, closing_kernels=node.CLOSING_KERNELS,
                    fill_holes=node.FILL_HOLES, keep_largest=node.KEEP_LARGEST, min_area=node.MIN_AREA,
-                   threshold=node.THRESHOLD)
+                   threshold=node.THRESHOLD if node.THRESHOLD >= 0 else cfg.TEST.THRESHOLD)
 
     def decide(self, scores: torch.Tensor) -> torch.Tensor:
         """Bool ``K×H×W`` masks of ``scores`` under the decision rule."""
-        k = scores.shape[0]
-        if self.decision == "multi_label":
-            return scores > self.threshold
-        if self.decision == "argmax":
-            labels = scores.argmax(0)
-        else:
-            best, labels = scores.max(0)
-            labels = torch.where(best > self.threshold, labels, torch.full_like(labels, k))
-        return labels.unsqueeze(0) == torch.arange(k, device=scores.device).view(-1, 1, 1)
+        return self._space.masks_from_scores(scores)
 
     def clean_mask(self, mask: np.ndarray, c: int) -> np.ndarray:
         """One class's bool ``H×W`` mask -> cleaned bool ``H×W``."""

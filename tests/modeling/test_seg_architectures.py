@@ -1,5 +1,7 @@
 """Seed architectures: classic / residual U-Net from scratch, bilinear vs transposed up-sampling,
 the Inception-v3 U-Net's dilated branches, SegFormer's MiT-B0..B5 with Hugging Face weight names."""
+import os
+
 import pytest
 import torch
 
@@ -161,3 +163,14 @@ def test_mit_loads_hugging_face_layout(tmp_path):
     assert missing == [] and sorted(unexpected) == ["classifier.bias", "classifier.weight"]
     with pytest.raises(ValueError, match="VARIANT"):
         MiTBackbone(variant="b1", pretrained_file=str(f))
+
+
+def test_inception_stages_1_2_frozen_like_the_seed():
+    cfg = get_cfg()
+    cfg.merge_from_file(os.path.join(os.path.dirname(__file__), "..", "..", "configs", "seeds",
+                                     "inception_unet_aspp_isic2017_part2.yaml"))
+    model = build_model(cfg)
+    top = lambda frozen: sorted({n.split(".")[1] for n, p in model.backbone.named_parameters()  # noqa: E731
+                                 if p.requires_grad != frozen})
+    assert top(True) == ["Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "Conv2d_3b_1x1", "Conv2d_4a_3x3"]
+    assert top(False) == ["Mixed_5b", "Mixed_5c", "Mixed_5d"]

@@ -21,6 +21,7 @@ from skinformer.data.common import (
 from skinformer.data.decode_cache import cached_read
 from skinformer.data.mask_io import read_image, read_sem_seg
 from skinformer.data.transforms import AugmentationList, build_augmentation
+from skinformer.structures.label_space import LabelSpace
 
 from .build import DATASET_MAPPER_REGISTRY
 
@@ -68,7 +69,7 @@ class SemanticMapper:
             is_train: skip unreadable samples (True) or raise (False).
             augmentations: list of :class:`~skinformer.data.transforms.Augmentation`.
             metadata: one dataset's metadata (``Metadata`` or dict with ``classes``, ``ignore_label``,
-                ``mask_encoding``, ``has_background_class``), or ``{dataset_name: metadata}`` picked by
+                ``mask_encoding``, background rule; see :class:`~skinformer.structures.LabelSpace`), or ``{dataset_name: metadata}`` picked by
                 the dict's ``dataset_name`` (set by ``get_dataset_dicts``).
             image_format: "RGB" or "BGR".
             size_divisibility: pad to a multiple of this (<= 0: no padding).
@@ -87,7 +88,7 @@ class SemanticMapper:
         metadata = dataset_metadata_table(names)
         ignore = int(cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE)
         for n, m in metadata.items():
-            if m.get("ignore_label", 255) != ignore:
+            if LabelSpace.from_metadata(m).ignore_label != ignore:
                 raise ValueError(
                     f"Dataset '{n}' has ignore_label {m.get('ignore_label')} but MODEL.SEM_SEG_HEAD.IGNORE_VALUE "
                     f"is {ignore}; they must be equal (the augmentations fill padding with IGNORE_VALUE)"
@@ -116,7 +117,7 @@ class SemanticMapper:
         check_same_size(image, file_name, sem_seg, mask_file)
         height, width = image.shape[:2]
 
-        ignore = int(meta.get("ignore_label", 255))
+        ignore = LabelSpace.from_metadata(meta).ignore_label
         aug_input = augment_sample(self.augmentations, self.size_divisibility, dataset_dict, image, sem_seg=sem_seg,
                                    seg_pad_value=ignore)
         image, sem_seg = aug_input.image, aug_input.sem_seg

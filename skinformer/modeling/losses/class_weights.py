@@ -56,12 +56,13 @@ def class_pixel_counts(dataset_names: Sequence[str]) -> np.ndarray:
     from skinformer.data.catalog import DatasetCatalog, MetadataCatalog
     from skinformer.data.mappers.multilabel import read_label_masks
     from skinformer.data.mask_io import read_sem_seg
+    from skinformer.structures.label_space import LabelSpace
 
     total: Optional[np.ndarray] = None
     for name in dataset_names:
         meta = MetadataCatalog.get(name)
         k = len(meta.classes)
-        ignore = getattr(meta, "ignore_label", 255)
+        ignore = LabelSpace.from_metadata(meta).ignore_label
         dicts = DatasetCatalog.get(name)
         for d in tqdm(dicts, desc=f"class frequencies of {name}", leave=False):
             if "label_file_names" in d:

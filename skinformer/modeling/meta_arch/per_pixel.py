@@ -26,11 +26,12 @@ def datasets_are_multi_label(cfg) -> bool:
     ``MultiLabelMapper`` of e.g. ``isic2018_task2_*``), read from their metadata ``mapper`` or from
     ``INPUT.DATASET_MAPPER_NAME``. Mixing multi-label and single-label datasets is an error."""
     from skinformer.data.catalog import MetadataCatalog
+    from skinformer.structures.label_space import LabelSpace
 
     if cfg.INPUT.DATASET_MAPPER_NAME:
         return cfg.INPUT.DATASET_MAPPER_NAME == "MultiLabelMapper"
     names = list(cfg.DATASETS.TRAIN) or list(cfg.DATASETS.TEST)
-    kinds = {n: MetadataCatalog.get(n).get("mapper", "") == "MultiLabelMapper" for n in names}
+    kinds = {n: LabelSpace.from_metadata(MetadataCatalog.get(n)).multi_label for n in names}
     if len(set(kinds.values())) > 1:
         raise ValueError(f"DATASETS {names} mix multi-label and single-label datasets ({kinds}); a per-pixel "
                          f"model is either one sigmoid per class or a label map")
