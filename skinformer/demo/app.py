@@ -149,6 +149,7 @@ def build_demo(app: DemoApp):
 
     names = list(app.models)
     first = app.models[names[0]]
+    default_threshold = float(first.predictor.cfg.TEST.THRESHOLD)
     with gr.Blocks(title="skinformer demo") as blocks:
         gr.Markdown("# skinformer segmentation demo")
         with gr.Tab("Segment"):
@@ -157,7 +158,7 @@ def build_demo(app: DemoApp):
                     model_dd = gr.Dropdown(names, value=names[0], label="Model")
                     files = gr.File(file_count="multiple", file_types=["image"], label="Images")
                     example_btn = gr.Button("Use the synthetic example images")
-                    threshold = gr.Slider(0.0, 1.0, value=0.5, step=0.001, label="Threshold")
+                    threshold = gr.Slider(0.0, 1.0, value=default_threshold, step=0.001, label="Threshold")
                     opacity = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="Opacity")
                     style = gr.Radio(list(RENDER_STYLES), value="fill", label="Style")
                     colors = gr.Textbox(", ".join(_hex(c) for c in first.palette),
@@ -181,7 +182,7 @@ def build_demo(app: DemoApp):
                     gt_in = gr.File(label="Ground-truth mask")
                     a_dd = gr.Dropdown(names, value=names[0], label="Model A")
                     b_dd = gr.Dropdown(names, value=names[-1], label="Model B")
-                    c_threshold = gr.Slider(0.0, 1.0, value=0.5, step=0.001, label="Threshold")
+                    c_threshold = gr.Slider(0.0, 1.0, value=default_threshold, step=0.001, label="Threshold")
                     c_opacity = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="Opacity")
                     c_style = gr.Radio(list(RENDER_STYLES), value="contour", label="Style")
                     if app.examples:
