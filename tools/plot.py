@@ -60,7 +60,8 @@ def _predictions(args):
     dataset = args.dataset or (cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else None)
     if not dataset:
         raise SystemExit("plot.py predictions: error: give --dataset (the config has no DATASETS.TEST)")
-    return plot.plot_prediction_grid(DefaultPredictor(cfg), dataset, args.indices, args.out, args.threshold)
+    threshold = cfg.TEST.THRESHOLD if args.threshold is None else args.threshold
+    return plot.plot_prediction_grid(DefaultPredictor(cfg), dataset, args.indices, args.out, threshold)
 
 
 def get_parser():
@@ -93,7 +94,7 @@ def get_parser():
     p.add_argument("--config-file", required=True)
     p.add_argument("--dataset", help="registered dataset (default: DATASETS.TEST[0])")
     p.add_argument("--indices", type=int, nargs="+", default=[0, 1, 2, 3])
-    p.add_argument("--threshold", type=float, default=0.5)
+    p.add_argument("--threshold", type=float, default=None, help="decision threshold (default: TEST.THRESHOLD)")
     p.add_argument("--out", default="figures/predictions.png")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides (MODEL.WEIGHTS W)")
     p.set_defaults(func=_predictions)

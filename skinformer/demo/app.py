@@ -21,7 +21,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from skinformer.data.mask_io import read_image, read_sem_seg
+from skinformer.data.mask_io import read_image
 from skinformer.utils.visualizer import save_image
 
 from .segment import (
@@ -83,7 +83,7 @@ class DemoApp:
         palette = parse_colors(colors, model.palette)
         out = self._outdir()
         gallery, rows, mask_files = [], [], []
-        has_bg = bool(model.metadata.get("has_background_class", False))
+        has_bg = model.label_space.background_is_class
         for f in files:
             path = _path(f)
             image = read_image(path, format="RGB")
@@ -103,7 +103,7 @@ class DemoApp:
             raise ValueError("Upload an image and its ground-truth mask")
         image = read_image(_path(image_file), format="RGB")
         a, b = self.model(model_a), self.model(model_b)
-        gt = read_sem_seg(_path(gt_file), a.metadata)
+        gt = a.label_space.decode(_path(gt_file))
         if gt.shape != image.shape[:2]:
             raise ValueError(f"ground-truth mask '{os.path.basename(_path(gt_file))}' is {gt.shape[1]}x{gt.shape[0]}, "
                              f"the image {image.shape[1]}x{image.shape[0]}")
@@ -117,7 +117,7 @@ class DemoApp:
             masks = class_masks(model, model(image), image.shape[:2], threshold)
             panels.append((render(image, masks, model.palette, opacity, style), f"{tag}: {model.name}"))
             rows += [[f"{tag}: {model.name}", c, round(p, 4), round(r, 4), round(d, 4)]
-                     for c, p, r, d in compare_metrics(masks, gt, model.classes, model.metadata.get("ignore_label", 255))]
+                     for c, p, r, d in compare_metrics(masks, gt, model.classes, model.label_space.ignore_label)]
         gallery = []
         for i, (img, caption) in enumerate(panels):
             p = os.path.join(out, f"panel{i}.png")
@@ -149,6 +149,7 @@ def build_demo(app: DemoApp):
 
     names = list(app.models)
     first = app.models[names[0]]
+    default_threshold = float(first.predictor.cfg.TEST.THRESHOLD)
     with gr.Blocks(title="skinformer demo") as blocks:
         gr.Markdown("# skinformer segmentation demo")
         with gr.Tab("Segment"):
@@ -157,7 +158,7 @@ def build_demo(app: DemoApp):
                     model_dd = gr.Dropdown(names, value=names[0], label="Model")
                     files = gr.File(file_count="multiple", file_types=["image"], label="Images")
                     example_btn = gr.Button("Use the synthetic example images")
-                    threshold = gr.Slider(0.0, 1.0, value=0.5, step=0.001, label="Threshold")
+                    threshold = gr.Slider(0.0, 1.0, value=default_threshold, step=0.001, label="Threshold")
                     opacity = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="Opacity")
                     style = gr.Radio(list(RENDER_STYLES), value="fill", label="Style")
                     colors = gr.Textbox(", ".join(_hex(c) for c in first.palette),
@@ -181,7 +182,7 @@ def build_demo(app: DemoApp):
                     gt_in = gr.File(label="Ground-truth mask")
                     a_dd = gr.Dropdown(names, value=names[0], label="Model A")
                     b_dd = gr.Dropdown(names, value=names[-1], label="Model B")
-                    c_threshold = gr.Slider(0.0, 1.0, value=0.5, step=0.001, label="Threshold")
+                    c_threshold = gr.Slider(0.0, 1.0, value=default_threshold, step=0.001, label="Threshold")
                     c_opacity = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="Opacity")
                     c_style = gr.Radio(list(RENDER_STYLES), value="contour", label="Style")
                     if app.examples:

@@ -12,6 +12,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from skinformer.structures.label_space import LabelSpace
 from skinformer.utils.visualizer import (
     Visualizer, default_palette, draw_contours, label_map_to_masks, overlay_masks,
 )
@@ -39,6 +40,12 @@ class DemoModel:
         pal = list(self.metadata.get("palette", None) or [])
         pal = [tuple(int(v) for v in c) for c in pal] + default_palette(len(self.classes))[len(pal):]
         return pal[: len(self.classes)]
+
+    @property
+    def label_space(self) -> LabelSpace:
+        """The dataset's label space with the demo's class names (metadata may lack ``classes``)."""
+        meta = self.metadata.as_dict() if hasattr(self.metadata, "as_dict") else dict(self.metadata or {})
+        return LabelSpace.from_metadata({**meta, "classes": self.classes}, multi_label=self.multi_label)
 
     def __call__(self, image_rgb: np.ndarray) -> Dict:
         fmt = self.predictor.cfg.INPUT.FORMAT

@@ -211,15 +211,23 @@ def _save(fig, out: str, dpi: int = 110) -> str:
 # ---------------------------------------------------------------------------------------------
 # Training curves: train and validation on one axis
 # ---------------------------------------------------------------------------------------------
+# metric names drawn by default by :func:`plot_train_val` (when a run logged any of them)
+HEADLINE_METRICS = ("dice", "jaccard", "threshold_jaccard", "mIoU", "mDice", "mean_dice", "AP")
+
+
 def plot_train_val(run_dir: str, out: str, title: Optional[str] = None, train_key: str = "total_loss",
                    val_keys: Optional[Sequence[str]] = None, smooth_window: int = 1) -> str:
     """One axis per run: the (smoothed) training loss on the left scale and the validation
-    metrics (every ``task/metric`` key unless ``val_keys``) on the right scale of the same axis,
+    metrics (``val_keys``; default the :data:`HEADLINE_METRICS` logged, else every ``task/metric``
+    key) on the right scale of the same axis,
     titled with the config name (``title``, default the run folder's name)."""
     series = load_metrics(run_dir)
     if train_key not in series:
         raise ValueError(f"'{train_key}' is not in {metrics_file(run_dir)}; keys found: {sorted(series)}")
-    val_keys = list(val_keys) if val_keys else sorted(k for k in series if is_eval_key(k))
+    if not val_keys:
+        evals = sorted(k for k in series if is_eval_key(k))
+        # a dozen overlapping score curves hide each other: the headline metrics when present
+        val_keys = [k for k in evals if k.split("/")[-1] in HEADLINE_METRICS] or evals
     missing = [k for k in val_keys if k not in series]
     if missing:
         raise ValueError(f"validation keys {missing} are not in {metrics_file(run_dir)}; keys found: {sorted(series)}")
