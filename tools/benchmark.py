@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Model and pipeline benchmarks (DESIGN §9). Prints tables; every ratio is measured in the same run.
+"""Model and pipeline benchmarks (README "Benchmarks"). Prints tables; every ratio is measured in the same run.
 
 Sections:
 
@@ -516,14 +516,18 @@ def section_models(args) -> None:
             line.append(cell)
         table.append(line)
     _print_table(header, table)
-    smp_rows = [[name, f"{r['latency_smp_s'] * 1e3:.0f}", f"{r['latency_smp_ratio']:.2f}x",
-                 f"{r['train_step_smp_s'] * 1e3:.0f}", f"{r['train_step_smp_ratio']:.2f}x"]
-                for name, r in rows if "latency_smp_ratio" in r and "train_step_smp_ratio" in r]
+    def smp_cells(r, key):
+        if f"{key}_smp_ratio" not in r:
+            return ["-", "-"]
+        return [f"{r[f'{key}_smp_s'] * 1e3:.0f}", f"{r[f'{key}_smp_ratio']:.2f}x"]
+
+    smp_rows = [[name] + smp_cells(r, "latency") + smp_cells(r, "train_step")
+                for name, r in rows if "latency_smp_ratio" in r or "train_step_smp_ratio" in r]
     if smp_rows:
         print("\n   against segmentation_models_pytorch DeepLabV3Plus('resnet50'), measured in the same process:")
         _print_table(["model", "smp latency@512 (ms)", "latency ratio", "smp train step (ms)", "train ratio"],
                      smp_rows)
-    elif {"infer", "train"} <= set(args.phases):
+    elif {"infer", "train"} & set(args.phases):
         print("   (install segmentation_models_pytorch, `pip install -e .[bench]`, for ratios against smp's "
               "DeepLabV3Plus('resnet50'))")
     for name, r in rows:

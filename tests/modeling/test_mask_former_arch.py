@@ -233,7 +233,7 @@ def test_r50_simaskformer_size_matches_the_seed():
     cfg = get_cfg()
     cfg.merge_from_file(os.path.join(ROOT, "configs", "isic2018/semantic-segmentation/simaskformer_R50_bs16_steplr.yaml"))
     model = build_model(cfg)
-    # spec §1.4: decoder about 15.3 M parameters (C = 2 logits, L = 9, Q = 100)
+    # the original implementation's decoder has about 15.3 M parameters (C = 2 logits, L = 9, Q = 100)
     n_dec = sum(p.numel() for p in model.transformer_decoder.parameters())
     assert abs(n_dec / 1e6 - 15.3) < 0.1
     assert len(model.criterion.weight_dict) >= 106
