@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Benchmark the evaluators: seconds to score 1,000 images (DESIGN.md §9: scoring must cost well
+"""Benchmark the evaluators: seconds to score 1,000 images (scoring must cost well
 under the model's inference on the same images).
 
     python tools/benchmark_eval.py                       # isic_task1, isic_task2, coco_instance on CPU
@@ -159,7 +159,7 @@ def _time_gt_reads(files: List[str]) -> float:
 
     t0 = time.perf_counter()
     for f in files:
-        mask_io.decode_binary(mask_io.read_mask_array(f), f)
+        mask_io.read_binary_mask(f)
     return time.perf_counter() - t0
 
 

@@ -23,4 +23,9 @@ def build_evaluator(cfg, dataset_name: str, output_dir: str = None):
     if etype not in EVALUATOR_REGISTRY:
         known = sorted(name for name, _ in EVALUATOR_REGISTRY)
         raise KeyError(f"Dataset '{dataset_name}' has evaluator_type '{etype}', which is not registered; known: {known}")
-    return EVALUATOR_REGISTRY.get(etype)(dataset_name, cfg, output_dir)
+    evaluator = EVALUATOR_REGISTRY.get(etype)(dataset_name, cfg, output_dir)
+    if cfg.TEST.PER_IMAGE.ENABLED and etype != "per_image":
+        from .evaluator import DatasetEvaluators
+
+        evaluator = DatasetEvaluators([evaluator, EVALUATOR_REGISTRY.get("per_image")(dataset_name, cfg, output_dir)])
+    return evaluator

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from skinformer.data import mask_io
+from skinformer.structures.label_space import LabelSpace
 
 from .evaluator import DatasetEvaluator
 
@@ -64,23 +65,19 @@ class GroundTruthLookup:
 
 
 def mask_metadata_kwargs(meta) -> Dict[str, Any]:
-    """The metadata fields that decoding a dataset's masks needs, as evaluator keyword arguments."""
-    return {
-        "classes": list(meta.classes),
-        "ignore_label": meta.get("ignore_label", 255),
-        "has_background_class": meta.get("has_background_class", False),
-        "mask_encoding": meta.get("mask_encoding", "binary"),
-        "gray_values": meta.get("gray_values", None),
-        "mat_key": meta.get("mat_key", "smgt"),
-    }
+    """The label-space fields that decoding a dataset's masks needs, as evaluator keyword arguments
+    (defaults applied by :meth:`~skinformer.structures.LabelSpace.from_metadata`)."""
+    space = LabelSpace.from_metadata(meta).as_metadata()
+    space.pop("background_index")
+    return space
 
 
-def read_label_map(file_name: str, mask_meta: Dict[str, Any], device: torch.device) -> torch.Tensor:
-    """Label map ``H×W`` of ``file_name`` (see :func:`skinformer.data.mask_io.read_sem_seg`) on ``device``.
+def read_label_map(file_name: str, space: LabelSpace, device: torch.device) -> torch.Tensor:
+    """Label map ``H×W`` of ``file_name`` (:meth:`LabelSpace.decode`) on ``device``.
 
     Labels are moved as int16 (values are < 256 plus the ignore label) to cut host-to-device traffic.
     """
-    arr = mask_io.read_sem_seg(file_name, mask_meta)
+    arr = space.decode(file_name)
     small = arr.astype(np.int16) if arr.size and arr.min() >= -2 ** 15 and arr.max() < 2 ** 15 else arr
     return torch.from_numpy(small).to(device, non_blocking=True)
 
@@ -91,7 +88,7 @@ def read_binary_stack(files: List[Optional[str]], shape, device: torch.device,
 
     Every mask must have ``shape`` (H, W); a mismatch is an error naming the file.
     """
-    reader = reader or (lambda f: mask_io.decode_binary(mask_io.read_mask_array(f), f))
+    reader = reader or mask_io.read_binary_mask
     h, w = shape
     out = np.zeros((len(files), h, w), dtype=bool)
     for i, f in enumerate(files):
@@ -148,7 +145,7 @@ class LabelMapEvaluator(DatasetEvaluator):
                 ground-truth files are decoded (dataset metadata, see ``skinformer.data.mask_io``).
             background_index: the background class when ``has_background_class``.
             dataset_name / gt_table: where to find ``sem_seg_file_name`` when the input dicts lack it.
-            threshold: decision threshold on the scores when background is not a class (contract: 0.5).
+            threshold: decision threshold on the scores when background is not a class (``TEST.THRESHOLD``).
             output_dir: where the subclass writes its files (``None``: nothing is written).
             device: where statistics are reduced across processes (``cfg.MODEL.DEVICE``).
             task_name: key of the results (``{task_name: {metric: value}}``).
@@ -158,17 +155,14 @@ class LabelMapEvaluator(DatasetEvaluator):
                 decision rule, so metrics are computed at the ground-truth resolution. Off: a size
                 mismatch is an error.
         """
+        self._space = LabelSpace(classes=tuple(classes), ignore_label=int(ignore_label),
+                                 background_is_class=bool(has_background_class), background_index=int(background_index),
+                                 mask_encoding=mask_encoding, gray_values=gray_values, mat_key=mat_key,
+                                 threshold=float(threshold))
         self._classes = list(classes)
         self._num_classes = len(self._classes)
-        self._ignore = ignore_label
-        self._has_bg = has_background_class
-        self._bg_index = background_index
-        self._mask_meta = {
-            "classes": self._classes, "ignore_label": ignore_label, "has_background_class": has_background_class,
-            "mask_encoding": mask_encoding, "gray_values": gray_values, "mat_key": mat_key,
-        }
+        self._ignore = self._space.ignore_label
         self._gt = GroundTruthLookup("sem_seg_file_name", dataset_name, gt_table)
-        self._threshold = threshold
         self._output_dir = output_dir
         self._device = torch.device(device)
         self._task = task_name
@@ -181,6 +175,7 @@ class LabelMapEvaluator(DatasetEvaluator):
 
         meta = MetadataCatalog.get(dataset_name)
         return dict(mask_metadata_kwargs(meta), dataset_name=dataset_name, output_dir=output_dir,
+                    threshold=cfg.TEST.THRESHOLD,
                     device=cfg.MODEL.DEVICE, resize_to_gt=meta.get("resize_predictions_to_gt", False))
 
     def _scores_and_gt_file(self, input_dict: dict, output: dict) -> Tuple[torch.Tensor, str]:

@@ -234,7 +234,7 @@ def test_r50_simaskformer_size_matches_the_seed():
     cfg = get_cfg()
     cfg.merge_from_file(os.path.join(ROOT, "configs", "isic2018/semantic-segmentation/simaskformer_R50_bs16_steplr.yaml"))
     model = build_model(cfg)
-    # spec §1.4: decoder about 15.3 M parameters (C = 2 logits, L = 9, Q = 100)
+    # the original implementation's decoder has about 15.3 M parameters (C = 2 logits, L = 9, Q = 100)
     n_dec = sum(p.numel() for p in model.transformer_decoder.parameters())
     assert abs(n_dec / 1e6 - 15.3) < 0.1
     assert len(model.criterion.weight_dict) >= 106
@@ -242,9 +242,11 @@ def test_r50_simaskformer_size_matches_the_seed():
 
 @pytest.mark.parametrize("rel", [
     "quickstart/simaskformer_tiny_synthetic.yaml",
-    "isic2017/semantic-segmentation/simaskformer_R18_cpu_256.yaml",
-    "isic2017/semantic-segmentation/maskformer2_R18_cpu_256.yaml",
-    "isic2017/semantic-segmentation/per_pixel_R18_cpu_256.yaml",
+    "isic2017/semantic-segmentation/simaskformer_lite0_cpu_256.yaml",
+    "isic2017/semantic-segmentation/maskformer2_lite0_cpu_256.yaml",
+    "isic2017/semantic-segmentation/fpn_lite0_cpu_256.yaml",
+    "isic2017/semantic-segmentation/deeplabv3plus_lite0_cpu_256.yaml",
+    "isic2017/semantic-segmentation/unet_lite0_cpu_256.yaml",
 ])
 def test_cpu_configs_build(rel):
     from skinformer.config import get_cfg

@@ -5,7 +5,7 @@
   ``isic2016_sem_seg_{train,test}``. Each year accepts its official folders, or a simple layout
   ``images/``, ``masks/``, ``splits/{split}.txt`` (the layout of the shared ISIC 2017 copy);
   ISIC 2018 also accepts SiMaskFormer's split lists ``isic2018_sem_{split}.json``.
-* ISIC 2018 Task 2 attributes ``isic2018_task2_{train,val}``: five overlapping binary masks per
+* ISIC 2018 Task 2 attributes ``isic2018_task2_{train,val,test}``: five overlapping binary masks per
   image, dicts carry ``label_file_names`` in :data:`ISIC2018_TASK2_ATTRIBUTES` order.
 * ISIC 2017 Task 1 scored at the original resolution (``datasets/README.md``, "ISIC 2017 at the
   original resolution"): ``isic2017_sem_seg_val_fullres`` (the fixed-size copies in ``images/`` with
@@ -165,6 +165,7 @@ _TASK2_SPLITS = {  # split -> (image folder, accepted ground-truth folder names)
     "train": ("ISIC2018_Task1-2_Training_Input",
               ("ISIC2018_Task2_Training_GroundTruth_v3", "ISIC2018_Task2_Training_GroundTruth")),
     "val": ("ISIC2018_Task1-2_Validation_Input", ("ISIC2018_Task2_Validation_GroundTruth",)),
+    "test": ("ISIC2018_Task1-2_Test_Input", ("ISIC2018_Task2_Test_GroundTruth",)),
 }
 
 

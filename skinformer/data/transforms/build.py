@@ -19,7 +19,17 @@ from .augmentation_impl import (
     ResizeShortestEdge,
 )
 
+from .seed_augmentations import (
+    RandomColorJitter,
+    RandomGridDistortion,
+    RandomLowResCrop,
+    RandomOpticalDistortion,
+    RandomShrinkPaste,
+    RandomSharpen,
+)
+
 __all__ = ["build_augmentation", "build_lsj_augmentation", "build_flip_augmentation", "fixed_size",
+           "build_seed_geometric_augmentation", "build_seed_photometric_augmentation",
            "keeps_original_resolution"]
 
 # INPUT.RANDOM_FLIP value -> flips to apply (each with p 0.5)
@@ -67,6 +77,10 @@ def build_augmentation(cfg, is_train: bool) -> List[Augmentation]:
     constrained when SINGLE_CATEGORY_MAX_AREA < 1) -> ``RandomShear`` (INPUT.SHEAR.*) ->
     ``ElasticTransform`` (INPUT.ELASTIC.*) -> ``ColorAugSSD`` (INPUT.COLOR_AUG_SSD) -> flips
     (INPUT.RANDOM_FLIP). Filled label pixels get MODEL.SEM_SEG_HEAD.IGNORE_VALUE.
+    The seed projects' augmentations hook in: ``RandomLowResCrop`` (INPUT.LOW_RES_CROP) before the
+    crop, then after the elastic step grid / barrel / pincushion distortion, shrink-and-paste
+    (:func:`build_seed_geometric_augmentation`), sharpening and colour jitter
+    (:func:`build_seed_photometric_augmentation`); INPUT.ROTATION.ANGLES picks from a list of angles.
 
     Test: ``ResizeShortestEdge(MIN_SIZE_TEST, MAX_SIZE_TEST)`` only (nothing if MIN_SIZE_TEST is 0,
     or when :func:`keeps_original_resolution`).
@@ -97,6 +111,9 @@ def build_augmentation(cfg, is_train: bool) -> List[Augmentation]:
     else:
         augs.extend(_build_rotation(cfg, ignore))
         augs.append(ResizeShortestEdge(inp.MIN_SIZE_TRAIN, inp.MAX_SIZE_TRAIN, inp.MIN_SIZE_TRAIN_SAMPLING))
+    if inp.LOW_RES_CROP.PROB > 0:
+        augs.append(RandomLowResCrop(inp.LOW_RES_CROP.SCALE, inp.LOW_RES_CROP.SIZE, prob=inp.LOW_RES_CROP.PROB,
+                                     seg_fill=ignore))
     if inp.CROP.ENABLED:
         if inp.CROP.SINGLE_CATEGORY_MAX_AREA < 1.0:
             augs.append(RandomCropCategoryAreaConstraint(inp.CROP.TYPE, inp.CROP.SIZE,
@@ -107,22 +124,52 @@ def build_augmentation(cfg, is_train: bool) -> List[Augmentation]:
         augs.append(RandomShear(inp.SHEAR.MAX, prob=inp.SHEAR.PROB, seg_fill=ignore))
     if inp.ELASTIC.PROB > 0:
         augs.append(ElasticTransform(inp.ELASTIC.ALPHA, inp.ELASTIC.SIGMA, prob=inp.ELASTIC.PROB))
+    augs.extend(build_seed_geometric_augmentation(cfg, ignore))
+    augs.extend(build_seed_photometric_augmentation(cfg))
     if inp.COLOR_AUG_SSD:
         augs.append(ColorAugSSD(img_format=inp.FORMAT))
     augs.extend(build_flip_augmentation(cfg))
     return augs
 
 
+def build_seed_geometric_augmentation(cfg, ignore: int) -> List[Augmentation]:
+    """Grid / barrel / pincushion distortion and shrink-and-paste (INPUT.GRID_DISTORTION,
+    INPUT.BARREL_DISTORTION, INPUT.PINCUSHION_DISTORTION, INPUT.SHRINK), each with its own PROB."""
+    inp = cfg.INPUT
+    augs: List[Augmentation] = []
+    if inp.GRID_DISTORTION.PROB > 0:
+        augs.append(RandomGridDistortion(inp.GRID_DISTORTION.NUM_STEPS, inp.GRID_DISTORTION.LIMIT,
+                                         prob=inp.GRID_DISTORTION.PROB, seg_fill=ignore))
+    for kind, node in (("barrel", inp.BARREL_DISTORTION), ("pincushion", inp.PINCUSHION_DISTORTION)):
+        if node.PROB > 0:
+            augs.append(RandomOpticalDistortion(kind, node.LIMIT, prob=node.PROB, seg_fill=ignore))
+    if inp.SHRINK.PROB > 0:
+        augs.append(RandomShrinkPaste(inp.SHRINK.FACTORS, prob=inp.SHRINK.PROB))
+    return augs
+
+
+def build_seed_photometric_augmentation(cfg) -> List[Augmentation]:
+    """Sharpening and colour jitter with set magnitudes (INPUT.SHARPEN, INPUT.COLOR_JITTER); image only."""
+    inp = cfg.INPUT
+    augs: List[Augmentation] = []
+    if inp.SHARPEN.PROB > 0:
+        augs.append(RandomSharpen(inp.SHARPEN.ALPHA, inp.SHARPEN.LIGHTNESS, prob=inp.SHARPEN.PROB))
+    cj = inp.COLOR_JITTER
+    if cj.PROB > 0:
+        augs.append(RandomColorJitter(cj.BRIGHTNESS, cj.CONTRAST, cj.SATURATION, cj.HUE, prob=cj.PROB))
+    return augs
+
+
 def _build_rotation(cfg, ignore: int) -> List[Augmentation]:
     """Rotation with probability ``INPUT.ROTATION.PROB`` decided per sample, or — with
-    ``INPUT.ROTATION.ONCE_PER_RUN`` (the original SiMaskFormer's behaviour, spec §10 #2) — decided
+    ``INPUT.ROTATION.ONCE_PER_RUN`` (the original SiMaskFormer's behaviour, difference D2 in ``docs/simaskformer.md``) — decided
     once when the mapper is built, so a whole run either always or never rotates."""
     inp = cfg.INPUT
     prob = inp.ROTATION.PROB
     if prob <= 0:
         return []
     # MODEL.SIMASKFORMER.ORIGINAL_QUIRKS promises the original's behaviour end to end, and the
-    # once-per-run rotation (spec §10 #2) lives in its data pipeline, so it is honoured here too.
+    # once-per-run rotation (original-implementation difference D2) lives in its data pipeline, so it is honoured here too.
     quirks = cfg.MODEL.META_ARCHITECTURE == "SiMaskFormer" and cfg.MODEL.SIMASKFORMER.get("ORIGINAL_QUIRKS", False)
     if inp.ROTATION.ONCE_PER_RUN or quirks:
         rng = np.random.default_rng(None if cfg.SEED < 0 else cfg.SEED)
@@ -131,6 +178,10 @@ def _build_rotation(cfg, ignore: int) -> List[Augmentation]:
             "INPUT.ROTATION.ONCE_PER_RUN: rotation is %s for this whole run", "ON" if prob else "OFF")
         if prob == 0.0:
             return []
+    if inp.ROTATION.ANGLES:
+        # a list of angles (e.g. [0, 90, 180, 270]): one of them per rotated sample
+        return [RandomRotation(inp.ROTATION.ANGLES, expand=inp.ROTATION.EXPAND, sample_style="choice", prob=prob,
+                               seg_fill=ignore)]
     return [RandomRotation(inp.ROTATION.ANGLE, expand=inp.ROTATION.EXPAND, prob=prob, seg_fill=ignore)]
 
 
