@@ -11,7 +11,7 @@ is loaded as the starting layer, so masks can be corrected. API names: ``/show``
 import argparse
 import glob
 import os
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
