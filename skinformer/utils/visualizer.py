@@ -144,10 +144,31 @@ class Visualizer:
         return masks, colors
 
     def gt_masks(self, gt) -> np.ndarray:
-        """Ground truth as bool ``K×H×W``: from an ``H×W`` label map or ``K×H×W`` masks."""
+        """Ground truth as bool ``K×H×W`` from what users have at hand:
+
+        * a mask file path (decoded with the dataset's encoding: 0/255, 0/1, index, grey values...);
+        * ``K×H×W`` per-class masks;
+        * an ``H×W`` label map (``0..K-1`` classes, ``K`` background-not-a-class, ignore label);
+        * an ``H×W`` raw binary mask file's pixels, values ``{0, 255}`` (255 = lesion) for binary
+          data: read as a mask, not as a label map (where 0 would be the lesion class).
+
+        Values that are none of these raise a ``ValueError`` listing them.
+        """
+        if isinstance(gt, (str, os.PathLike)):
+            gt = self.label_space.decode(os.fspath(gt))
         gt = _to_numpy(gt)
         if gt.ndim == 3:
             return gt.astype(bool)
+        values = set(np.unique(gt).tolist())
+        space = self.label_space
+        if (space.mask_encoding == "binary" and not space.background_is_class and self.num_classes == 1
+                and 255 in values and values <= {0, 255}):
+            return (gt == 255)[None]
+        allowed = set(range(space.num_labels)) | {space.ignore_label}
+        if not values <= allowed:
+            raise ValueError(f"Ground-truth mask values {sorted(values)[:10]} are not labels 0..{space.num_labels - 1} "
+                             f"(ignore {space.ignore_label}) of classes {self.classes}; pass the mask file path to "
+                             f"decode it with the dataset's encoding")
         return label_map_to_masks(gt, self.num_classes)
 
     def draw(self, image: np.ndarray, prediction: Dict, gt=None) -> np.ndarray:

@@ -2,6 +2,7 @@
 import types
 
 import numpy as np
+import pytest
 import torch
 
 from skinformer.structures import Instances
@@ -50,3 +51,23 @@ def test_multilabel_and_instances():
     inst.pred_classes = torch.tensor([1, 0])
     out = Visualizer(meta, alpha=1.0).draw(img, {"instances": inst})
     assert tuple(out[0, 0]) == (0, 0, 255) and tuple(out[7, 7]) == (0, 0, 0)
+
+
+def test_gt_as_raw_0_255_mask_or_file_outlines_the_lesion_not_the_border(tmp_path):
+    import cv2
+
+    from skinformer.data.catalog import Metadata
+
+    meta = Metadata(name="_vis_binary", classes=["lesion"], palette=[[255, 0, 0]], has_background_class=False,
+                    ignore_label=255, mask_encoding="binary")
+    vis = Visualizer(meta)
+    raw = np.zeros((30, 30), np.uint8)
+    raw[10:20, 10:20] = 255  # the mask file format: 255 = lesion
+    for gt in (raw, str(tmp_path / "m.png")):
+        cv2.imwrite(str(tmp_path / "m.png"), raw)
+        g = vis.gt_masks(gt)
+        assert g.shape == (1, 30, 30) and g[0].sum() == 100 and g[0, 15, 15] and not g[0, 0, 0]
+        out = vis.draw(np.zeros((30, 30, 3), np.uint8), {"sem_seg": torch.zeros(1, 30, 30)}, gt)
+        assert (out[0, :] == 0).all()  # no contour drawn along the image border
+    with pytest.raises(ValueError, match="Ground-truth mask values"):
+        vis.gt_masks(np.full((4, 4), 7, np.uint8))
