@@ -1,5 +1,6 @@
 import torch
 
+from skinformer.utils.env import resolve_device
 from skinformer.utils.registry import Registry
 
 __all__ = ["META_ARCH_REGISTRY", "build_model"]
@@ -21,6 +22,6 @@ def build_model(cfg) -> torch.nn.Module:
     # Importing the package registers every built-in architecture.
     import skinformer.modeling  # noqa: F401
 
-    model = META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE)(cfg)
-    model.to(torch.device(cfg.MODEL.DEVICE))
+    model = META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE, config_key="MODEL.META_ARCHITECTURE")(cfg)
+    model.to(resolve_device(cfg.MODEL.DEVICE))
     return model
