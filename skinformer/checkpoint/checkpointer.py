@@ -285,7 +285,9 @@ class DetectionCheckpointer(Checkpointer):
 
     def _check_incompatible(self, incompatible, path: str, source: Optional[str], strict: bool) -> None:
         """Raise (``strict``) or warn once, with every missing / shape-skipped key listed."""
-        missing = list(incompatible.missing_keys)
+        # fvcore drops shape-mismatched keys before loading, so they also come back as missing
+        skipped = {k for k, _, _ in incompatible.incorrect_shapes}
+        missing = [k for k in incompatible.missing_keys if k not in skipped]
         shapes = [f"{k} (file {tuple(a)}, model {tuple(b)})" for k, a, b in incompatible.incorrect_shapes]
         unexpected = list(incompatible.unexpected_keys)
         if not missing and not shapes:
