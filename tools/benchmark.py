@@ -7,7 +7,9 @@ Sections:
   one multiply-add = one flop, fvcore's convention, plus handles for attention and deformable attention),
   inference latency at 512² (batch 1, median after warm-up), training step time at batch 4 × 256²
   (forward + backward + optimizer step, median) and peak memory of each, with the ratio against the
-  baseline (the first config: a per-pixel DeepLabV3+ R50). Each model is measured in its own
+  baseline (the first config: a per-pixel DeepLabV3+ R50) and, when segmentation_models_pytorch is
+  installed (``pip install -e .[bench]``), against smp's ``DeepLabV3Plus("resnet50")`` timed in the
+  same process. Each model is measured in its own
   subprocess per phase so peak RSS (CPU) is not polluted by the other models. A config that cannot
   be built is reported as ``unavailable: <reason>``.
 * ``--section pipeline``: training iteration time and data-loading time of the quick-start config
@@ -298,19 +300,80 @@ def _train_step(cfg):
     return step
 
 
+def _smp_model(device: str):
+    """segmentation_models_pytorch's ``DeepLabV3Plus("resnet50")`` (random weights, 1 class), the
+    external reference of every timing; None when smp is not installed (the ``bench`` extra)."""
+    try:
+        import segmentation_models_pytorch as smp
+    except ImportError:
+        return None
+    return smp.DeepLabV3Plus("resnet50", encoder_weights=None, classes=1).to(device)
+
+
+def _smp_infer_step(device: str):
+    import torch
+
+    model = _smp_model(device)
+    if model is None:
+        return None
+    model.eval()
+    x = _lesion_dict(512, 0, 1, with_targets=False)["image"][None].float().to(device)
+
+    def step():
+        with torch.no_grad():
+            model(x).sigmoid()
+
+    return step
+
+
+def _smp_train_step(device: str):
+    import torch
+    import torch.nn.functional as F
+
+    model = _smp_model(device)
+    if model is None:
+        return None
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    batch = [_lesion_dict(256, i, 1, with_targets=True) for i in range(4)]
+    x = torch.stack([d["image"] for d in batch]).float().to(device)
+    y = torch.stack([(d["sem_seg"] == 0) for d in batch])[:, None].float().to(device)
+
+    def step():
+        logits = model(x)
+        probs = logits.sigmoid()
+        dice = 1 - (2 * (probs * y).sum() + 1) / (probs.sum() + y.sum() + 1)
+        loss = F.binary_cross_entropy_with_logits(logits, y) + dice  # the usual smp recipe: BCE + Dice
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return step
+
+
+_SMP_STEPS = {"latency": _smp_infer_step, "train_step": _smp_train_step}
+
+
 def _timed_phase(make_step, key, cfg, args):
-    """Median step time of the model and, interleaved in the same process, of the baseline; the
-    ratio is the median of per-round ratios (robust to load drifting during the run)."""
+    """Median step time of the model and, interleaved in the same process, of the baseline and of
+    smp's DeepLabV3+-R50 (when installed); each ratio is the median of per-round ratios (robust
+    to load drifting during the run)."""
     device = cfg.MODEL.DEVICE
     fns = [make_step(cfg)]
     with_base = bool(args.baseline_config) and os.path.abspath(args.baseline_config) != os.path.abspath(args.worker_config)
     if with_base:
         fns.append(make_step(_load_cfg(args.baseline_config, device, args.opts)))
+    smp_step = _SMP_STEPS[key](device)
+    if smp_step is not None:
+        fns.append(smp_step)
     times = _paired_times(fns, args.iters, max(args.warmup, 1), device)
     res = {f"{key}_s": statistics.median(times[0]), f"{key}_all_s": times[0]}
     if with_base:
         res[f"{key}_base_s"] = statistics.median(times[1])
         res[f"{key}_ratio"] = statistics.median(a / b for a, b in zip(times[0], times[1]))
+    if smp_step is not None:
+        res[f"{key}_smp_s"] = statistics.median(times[-1])
+        res[f"{key}_smp_ratio"] = statistics.median(a / b for a, b in zip(times[0], times[-1]))
     return res
 
 
@@ -453,6 +516,20 @@ def section_models(args) -> None:
             line.append(cell)
         table.append(line)
     _print_table(header, table)
+    def smp_cells(r, key):
+        if f"{key}_smp_ratio" not in r:
+            return ["-", "-"]
+        return [f"{r[f'{key}_smp_s'] * 1e3:.0f}", f"{r[f'{key}_smp_ratio']:.2f}x"]
+
+    smp_rows = [[name] + smp_cells(r, "latency") + smp_cells(r, "train_step")
+                for name, r in rows if "latency_smp_ratio" in r or "train_step_smp_ratio" in r]
+    if smp_rows:
+        print("\n   against segmentation_models_pytorch DeepLabV3Plus('resnet50'), measured in the same process:")
+        _print_table(["model", "smp latency@512 (ms)", "latency ratio", "smp train step (ms)", "train ratio"],
+                     smp_rows)
+    elif {"infer", "train"} & set(args.phases):
+        print("   (install segmentation_models_pytorch, `pip install -e .[bench]`, for ratios against smp's "
+              "DeepLabV3Plus('resnet50'))")
     for name, r in rows:
         unsupported = r.get("flops_unsupported") or {}
         # fvcore deliberately leaves elementwise ops out; name only the ones that may matter.
@@ -519,7 +596,7 @@ def section_pipeline(args) -> None:
                 data_t.append(t1 - t0)
                 step_t.append(t2 - t1)
         d, s = statistics.median(data_t), statistics.median(step_t)
-        print(f"   train: batch {cfg.SOLVER.IMS_PER_BATCH}, {cfg.DATALOADER.NUM_WORKERS} loader worker(s)")
+        print(f"   train: batch {cfg.SOLVER.IMS_PER_BATCH}, {loader.num_workers} loader worker(s)")
         _print_table(["", "median (ms)", "mean (ms)", "share of iteration"], [
             ["data wait", f"{d * 1e3:.1f}", f"{statistics.mean(data_t) * 1e3:.1f}", f"{d / (d + s):.1%}"],
             ["step (fwd+bwd+opt)", f"{s * 1e3:.1f}", f"{statistics.mean(step_t) * 1e3:.1f}", f"{s / (d + s):.1%}"],

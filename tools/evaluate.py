@@ -16,11 +16,14 @@ Metrics (formulas shared with the in-training evaluators, ``skinformer/evaluatio
   ``--ignore-label`` ignored) -> per-class IoU / Dice / precision / recall, mIoU, mDice, pACC, fwIoU.
 
 Matching: a file's key is its name without ``--gt-suffix`` / ``--pred-suffix``; only files ending
-with the suffix are considered. Every ground-truth file needs exactly one prediction and vice versa,
+with the suffix are considered. Without ``--pred-suffix``, predictions named exactly like the
+ground truth (the ISIC submission name ``ISIC_xxxxxxx_segmentation.png``) pair by name; otherwise
+the prediction suffix is ``.png`` (``ISIC_xxxxxxx.png``). Every ground-truth file needs exactly one prediction and vice versa,
 and both must have the same size (the official rule: predictions at the original resolution).
 Binary masks are binarised at ``value > --threshold`` (default 127, i.e. >= 128 like
 ``skinformer.data.mask_io``; the official ISIC scorer uses > 128, which only differs for the value
-128), or ``> 0`` for 0/1 masks. Problems are reported naming the files; the exit status is then 2.
+128), or ``> 0`` for 0/1 masks; colour masks by their brightest channel (a red lesion is
+foreground). Masks holding small label values (e.g. {0, 1, 2}) are an error naming the file. Problems are reported naming the files; the exit status is then 2.
 """
 import argparse
 import json
@@ -35,6 +38,7 @@ from tabulate import tabulate
 
 from skinformer.data import mask_io
 from skinformer.evaluation import metrics as M
+from skinformer.structures.label_space import LabelSpace
 
 
 TASK2_NAME = re.compile(r"^(?P<image>.+?)_attribute_(?P<attribute>.+)$")
@@ -83,30 +87,15 @@ def pair_files(gt: Dict, pred: Dict) -> List[Tuple]:
     return [(k, gt[k], pred[k]) for k in sorted(gt)]
 
 
-def _single_channel(arr: np.ndarray, file_name: str, strict: bool) -> np.ndarray:
-    if arr.ndim == 2:
-        return arr
-    if arr.ndim == 3 and arr.shape[2] in (3, 4):
-        rgb = arr[:, :, :3]
-        if (rgb[:, :, 0] == rgb[:, :, 1]).all() and (rgb[:, :, 1] == rgb[:, :, 2]).all():
-            return rgb[:, :, 0]
-        if not strict:
-            return rgb.astype(np.float32).mean(axis=2)  # JPEG-compressed colour masks
-        raise MaskFolderError(f"{file_name}: colour mask with differing channels; index masks must be single-channel")
-    raise MaskFolderError(f"{file_name}: unexpected mask array shape {arr.shape}")
-
-
 def read_binary(file_name: str, threshold: float) -> np.ndarray:
-    """Bool mask: ``value > threshold``, or ``value > 0`` for 0/1 masks."""
-    arr = _single_channel(mask_io.read_mask_array(file_name), file_name, strict=False)
-    if arr.size and arr.max() <= 1:
-        return arr > 0
-    return arr > threshold
+    """Bool mask (:func:`skinformer.data.mask_io.decode_binary`): ``value > threshold``, ``> 0`` for
+    0/1 masks, brightest channel of colour masks; label maps such as {0, 1, 2} are an error."""
+    return mask_io.read_binary_mask(file_name, threshold)
 
 
 def read_labels(file_name: str, num_bins: int, ignore_label: Optional[int]) -> np.ndarray:
     """Index mask with values in ``0..num_bins-1`` (or ``ignore_label`` when given) as int64."""
-    arr = _single_channel(mask_io.read_mask_array(file_name), file_name, strict=True).astype(np.int64)
+    arr = mask_io.to_single_channel(mask_io.read_mask_array(file_name), file_name, "index").astype(np.int64)
     values = np.unique(arr)
     bad = [int(v) for v in values if not (0 <= v < num_bins) and v != ignore_label]
     if bad:
@@ -126,6 +115,17 @@ def _check_size(gt: np.ndarray, pred: np.ndarray, gt_file: str, pred_file: str) 
 # ---------------------------------------------------------------------------------------------
 # Metrics
 # ---------------------------------------------------------------------------------------------
+def resolve_pred_suffix(args) -> str:
+    """``--pred-suffix``, or by default: the ground-truth suffix when the prediction folder holds
+    files named like the ground truth (identical names pair), else ``.png``."""
+    if args.pred_suffix is not None:
+        return args.pred_suffix
+    if os.path.isdir(args.pred_dir) and any(n.endswith(args.gt_suffix) and len(n) > len(args.gt_suffix)
+                                            for n in os.listdir(args.pred_dir)):
+        return args.gt_suffix
+    return ".png"
+
+
 def _binary_counts(args) -> Tuple[List[str], torch.Tensor]:
     pairs = pair_files(list_masks(args.gt_dir, args.gt_suffix, "ground-truth"),
                        list_masks(args.pred_dir, args.pred_suffix, "prediction"))
@@ -200,7 +200,9 @@ def score_sem_seg(args) -> dict:
     names = list(args.class_names) if args.class_names else [str(i) for i in range(k)]
     if len(names) != k:
         raise MaskFolderError(f"--class-names lists {len(names)} names for --num-classes {k}")
-    num_labels = k if args.has_background_class else k + 1  # value K = background when it is no class
+    space = LabelSpace(classes=tuple(names), ignore_label=args.ignore_label, background_is_class=args.background_is_class,
+                       background_index=args.background_index, mask_encoding="index")
+    num_labels = space.num_labels  # value K = background when it is no class
     pairs = pair_files(list_masks(args.gt_dir, args.gt_suffix, "ground-truth"),
                        list_masks(args.pred_dir, args.pred_suffix, "prediction"))
     conf = torch.zeros(k + 1, k + 1, dtype=torch.int64)
@@ -210,7 +212,7 @@ def score_sem_seg(args) -> dict:
         _check_size(g, p, gt_file, pred_file)
         conf += M.confusion_matrix(torch.from_numpy(p), torch.from_numpy(g), k + 1, args.ignore_label)
     return {"num_images": len(pairs), "classes": names, "confusion_matrix": conf.tolist(),
-            "results": M.sem_seg_summary(conf, names, args.has_background_class, args.background_index)}
+            "results": M.sem_seg_summary(conf, names, space.background_is_class, space.background_index)}
 
 
 METRICS: Dict[str, Callable] = {
@@ -233,14 +235,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gt-suffix", default=None,
                    help="ground-truth file name ending removed to get the key (default: " +
                         ", ".join(f"{k}: {v!r}" for k, v in DEFAULT_GT_SUFFIX.items()) + ")")
-    p.add_argument("--pred-suffix", default=".png", help="prediction file name ending removed to get the key")
+    p.add_argument("--pred-suffix", default=None,
+                   help="prediction file name ending removed to get the key (default: the ground-truth "
+                        "suffix when predictions carry the ground-truth names, else '.png')")
     p.add_argument("--threshold", type=float, default=127,
                    help="binary masks: foreground is value > threshold (0/1 masks: > 0); official ISIC uses 128")
     p.add_argument("--attributes", nargs="+", default=None, help="isic_task2: attributes to score, in this order")
     p.add_argument("--num-classes", type=int, default=None, help="sem_seg: number of classes K")
     p.add_argument("--class-names", nargs="+", default=None, help="sem_seg: K class names")
     p.add_argument("--ignore-label", type=int, default=255, help="sem_seg: ground-truth label that is ignored")
-    p.add_argument("--has-background-class", action="store_true",
+    p.add_argument("--has-background-class", dest="background_is_class", action="store_true",
                    help="sem_seg: background is one of the K classes (else label K = background)")
     p.add_argument("--background-index", type=int, default=0, help="sem_seg: the background class for *_fg means")
     return p
@@ -250,6 +254,7 @@ def run(args) -> dict:
     """Score the folders described by parsed ``args``; returns the JSON-able report."""
     if args.gt_suffix is None:
         args.gt_suffix = DEFAULT_GT_SUFFIX[args.metric]
+    args.pred_suffix = resolve_pred_suffix(args)
     report = METRICS[args.metric](args)
     report = {"metric": args.metric, "gt_dir": os.path.abspath(args.gt_dir),
               "pred_dir": os.path.abspath(args.pred_dir), **report}

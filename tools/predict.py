@@ -8,6 +8,9 @@ Writes, for every input image ``<stem>.<ext>``:
   when background is a class, else K), for multi-label data one ``<stem>_<class>.png`` per class;
 * ``<output>/overlays/<stem>.png`` (unless ``--no-overlay``): the prediction blended over the image.
 
+Images are resized like the test mapper (``INPUT.FIXED_SIZE`` when the config sets it, e.g. the
+ISIC 2017 256-px configs, else the shortest-edge resize) and predictions mapped back to their size.
+
 Example::
 
     python tools/predict.py --config-file output/isic2017_r18/config.yaml \
@@ -26,7 +29,8 @@ from tqdm import tqdm
 from skinformer.data.catalog import MetadataCatalog
 from skinformer.data.mask_io import read_image
 from skinformer.engine import DefaultPredictor, setup_cfg
-from skinformer.utils.visualizer import Visualizer, save_image, scores_to_label_map
+from skinformer.structures.label_space import DEFAULT_THRESHOLD, LabelSpace
+from skinformer.utils.visualizer import Visualizer, save_image
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 
@@ -48,25 +52,23 @@ def list_images(inputs):
     return files
 
 
-def prediction_to_masks(output, metadata, multi_label: bool):
-    """Return ``{suffix: uint8 H×W}`` mask images to write for one model output."""
-    classes = list(metadata.get("classes", []))
+def prediction_to_masks(output, metadata, multi_label: bool, threshold: float = DEFAULT_THRESHOLD):
+    """Return ``{suffix: uint8 H×W}`` mask images to write for one model output (semantic outputs:
+    :meth:`LabelSpace.to_submission_png` of the dataset's label space at ``threshold``)."""
     if "instances" in output:
         inst = output["instances"]
         label = np.zeros(inst.image_size, np.uint8)
         order = torch.argsort(inst.scores).tolist()  # higher scores painted last
         for rank, i in enumerate(order):
-            if float(inst.scores[i]) > 0.5:
+            if float(inst.scores[i]) > threshold:
                 label[inst.pred_masks[i].cpu().numpy().astype(bool)] = min(rank + 1, 255)
         return {"": label}
-    scores = output["sem_seg"].float().cpu().numpy()
-    if multi_label:
-        return {f"_{name}": ((scores[i] > 0.5) * 255).astype(np.uint8) for i, name in enumerate(classes)}
-    has_bg = bool(metadata.get("has_background_class", False))
-    labels = scores_to_label_map(scores, has_bg)
-    if scores.shape[0] == 1 and not has_bg:
-        return {"": np.where(labels == 0, 255, 0).astype(np.uint8)}
-    return {"": labels.astype(np.uint8)}
+    scores = output["sem_seg"].float().cpu()
+    meta = metadata.as_dict() if hasattr(metadata, "as_dict") else dict(metadata)
+    if not meta.get("classes"):  # no test dataset: channels are named by their index
+        meta["classes"] = [str(i) for i in range(scores.shape[0])]
+    space = LabelSpace.from_metadata(meta, threshold=threshold, multi_label=multi_label or None)
+    return space.to_submission_png(scores)
 
 
 def main(argv=None):
@@ -90,7 +92,7 @@ def main(argv=None):
         node.get("TEST", {}).get("MULTILABEL_ON", False)
         for node in (cfg.MODEL.get("SIMASKFORMER", {}), cfg.MODEL.get("MASK_FORMER", {}))
     )
-    vis = Visualizer(metadata, multi_label=multi_label)
+    vis = Visualizer(metadata, multi_label=multi_label, threshold=cfg.TEST.THRESHOLD)
     files = list_images(args.input)
     os.makedirs(os.path.join(args.output, "masks"), exist_ok=True)
     for path in tqdm(files, desc="predict", unit="img"):
@@ -99,7 +101,7 @@ def main(argv=None):
             image = image[:, :, ::-1]
         output = predictor(image)
         stem = os.path.splitext(os.path.basename(path))[0]
-        for suffix, mask in prediction_to_masks(output, metadata, multi_label).items():
+        for suffix, mask in prediction_to_masks(output, metadata, multi_label, cfg.TEST.THRESHOLD).items():
             save_image_gray(os.path.join(args.output, "masks", f"{stem}{suffix}.png"), mask)
         if not args.no_overlay:
             rgb = image if cfg.INPUT.FORMAT != "BGR" else image[:, :, ::-1]

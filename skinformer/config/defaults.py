@@ -16,6 +16,9 @@ _C.MODEL = CN()
 _C.MODEL.META_ARCHITECTURE = "PerPixelSegmentor"
 # "cpu", "cuda" or "cuda:N". Everything runs on this device; nothing is hard-coded.
 _C.MODEL.DEVICE = "cpu"
+# Keep conv weights (and so activations) in channels-last (NHWC) layout: same results, faster
+# convolutions on CPU (oneDNN) and on tensor-core GPUs.
+_C.MODEL.CHANNELS_LAST = False
 # Path (or URL) of weights to initialise the whole model from. Empty = none.
 _C.MODEL.WEIGHTS = ""
 # Checkpoints whose weights do not fit the model (missing keys, other shapes) are an error for
@@ -50,6 +53,38 @@ _C.MODEL.TIMM.OUT_FEATURES = ["res2", "res3", "res4", "res5"]
 # Replace BatchNorm with FrozenBatchNorm2d.
 _C.MODEL.TIMM.FREEZE_BN = False
 
+# Classic U-Net encoder (BACKBONE.NAME "UNetEncoder"), trained from scratch: level i is res{i}
+# (stride 2^i), widths below; RESIDUAL = residual double-conv blocks (residual U-Net).
+_C.MODEL.UNET_ENCODER = CN()
+_C.MODEL.UNET_ENCODER.CHANNELS = [64, 128, 256, 512, 1024]
+_C.MODEL.UNET_ENCODER.NORM = "BN"
+_C.MODEL.UNET_ENCODER.RESIDUAL = False
+# Subset of res0..res{n-1} to return ([] = all).
+_C.MODEL.UNET_ENCODER.OUT_FEATURES = []
+
+# SegFormer's Mix Transformer encoder (BACKBONE.NAME "MiTBackbone"); PRETRAINED_FILE = a local
+# Hugging Face nvidia/mit-b* (or segformer-b*) pytorch_model.bin, "" = random init.
+_C.MODEL.MIT = CN()
+_C.MODEL.MIT.VARIANT = "b0"  # "b0" .. "b5"
+_C.MODEL.MIT.DROP_PATH_RATE = 0.1
+_C.MODEL.MIT.OUT_FEATURES = ["res2", "res3", "res4", "res5"]
+_C.MODEL.MIT.PRETRAINED_FILE = ""
+
+# Post-processing of semantic / multi-label predictions (MaskPostProcessor), applied inside the
+# model's inference so evaluation, visualisation and tools/predict.py all see it. Per class:
+# opening, then closing with square kernels (one size per class, or one for all; <= 1 = skip),
+# hole filling, removal of components below MIN_AREA pixels, keep the largest component.
+_C.MODEL.POSTPROCESS = CN()
+_C.MODEL.POSTPROCESS.ENABLED = False
+_C.MODEL.POSTPROCESS.OPENING_KERNELS = []
+_C.MODEL.POSTPROCESS.CLOSING_KERNELS = []
+_C.MODEL.POSTPROCESS.FILL_HOLES = False
+_C.MODEL.POSTPROCESS.KEEP_LARGEST = False
+_C.MODEL.POSTPROCESS.MIN_AREA = 0
+# Probability above which a pixel is decided foreground before post-processing; -1 = TEST.THRESHOLD
+# (the decision threshold of evaluation, visualisation and tools/predict.py).
+_C.MODEL.POSTPROCESS.THRESHOLD = -1.0
+
 _C.MODEL.RESNETS = CN()
 _C.MODEL.RESNETS.DEPTH = 50
 _C.MODEL.RESNETS.OUT_FEATURES = ["res2", "res3", "res4", "res5"]
@@ -73,15 +108,48 @@ _C.MODEL.SEM_SEG_HEAD.CONVS_DIM = 128
 _C.MODEL.SEM_SEG_HEAD.COMMON_STRIDE = 4
 _C.MODEL.SEM_SEG_HEAD.NORM = "GN"
 _C.MODEL.SEM_SEG_HEAD.LOSS_WEIGHT = 1.0
-# Per-pixel loss: "ce", "ce+dice", "bce+dice" (binary), "focal+dice".
+# Per-pixel loss: "ce", "ce+dice", "focal", "focal+dice", "bce", "bce+dice"; used when MODEL.LOSS.NAMES is empty.
 _C.MODEL.SEM_SEG_HEAD.LOSS_TYPE = "ce+dice"
 # --- per-pixel heads (PerPixelSegmentor; modeling/sem_seg_heads) ---
 # Name in SEM_SEG_HEAD_REGISTRY: "FPNHead", "DeepLabV3PlusHead", "UNetHead", "SegFormerHead".
 _C.MODEL.SEM_SEG_HEAD.NAME = "FPNHead"
 # Weight of the Dice term relative to the CE / focal / BCE term (both are then x LOSS_WEIGHT).
 _C.MODEL.SEM_SEG_HEAD.DICE_WEIGHT = 1.0
-# Focusing parameter of the softmax focal loss ("focal+dice").
+# Focusing parameter of the focal losses ("focal", "sigmoid_focal", "weighted_ce_focal", "focal_dice").
 _C.MODEL.SEM_SEG_HEAD.FOCAL_GAMMA = 2.0
+
+# --- weight init of new (non-backbone) conv / linear layers (modeling/weight_init.py) ---
+_C.MODEL.INIT = CN()
+_C.MODEL.INIT.METHOD = "none"  # "xavier", "kaiming", "orthogonal", "normal", "none"
+_C.MODEL.INIT.INCLUDE_BACKBONE = False  # also re-initialise the backbone (random-init encoders)
+_C.MODEL.INIT.NORMAL_STD = 0.02  # std of "normal"
+# --- loss registry (modeling/losses; used by PerPixelSegmentor) ---
+_C.MODEL.LOSS = CN()
+# Terms of the loss, by LOSS_REGISTRY short name or class name: "ce", "focal", "sigmoid_focal",
+# "weighted_ce_focal", "bce", "dice", "jaccard", "tversky", "bce_dice", "focal_dice".
+# Empty: taken from MODEL.SEM_SEG_HEAD.LOSS_TYPE (DICE_WEIGHT on the Dice term).
+_C.MODEL.LOSS.NAMES = []
+# One weight per NAMES entry (empty: all 1). Every term is also x SEM_SEG_HEAD.LOSS_WEIGHT.
+_C.MODEL.LOSS.WEIGHTS = []
+# How label maps are scored: "softmax" or "sigmoid"; "" = sigmoid when "bce"/"bce_dice" is a
+# term, else softmax. Per-class mask targets (multi-label data) are always scored with sigmoids.
+_C.MODEL.LOSS.ACTIVATION = ""
+# None, a list (label maps: K+1 entries incl. "no class"; masks: K) or "inverse_frequency"
+# (computed from DATASETS.TRAIN, normalised by CLASS_WEIGHTS_NORM, logged).
+_C.MODEL.LOSS.CLASS_WEIGHTS = None
+_C.MODEL.LOSS.CLASS_WEIGHTS_NORM = "sum"  # "sum", "mean", "min", "none"
+# Sigmoid focal alpha for positives (negatives 1 - alpha); < 0 disables it.
+_C.MODEL.LOSS.FOCAL_ALPHA = 0.25
+# ce / focal / bce / weighted_ce_focal: "mean" over valid pixels, or "weighted_mean" (divided by the
+# summed class weights of the valid pixels, like torch's weighted cross_entropy).
+_C.MODEL.LOSS.PIXEL_REDUCTION = "mean"
+# Dice / Jaccard / Tversky: smoothing, "pooled" over the batch or "per_image", and how classes
+# are combined ("mean": class-weighted mean; "sum": class-weighted sum).
+_C.MODEL.LOSS.REGION_SMOOTH = 1.0
+_C.MODEL.LOSS.REGION_REDUCTION = "pooled"
+_C.MODEL.LOSS.CLASS_REDUCTION = "mean"
+_C.MODEL.LOSS.TVERSKY_ALPHA = 0.5
+_C.MODEL.LOSS.TVERSKY_BETA = 0.5
 # Dropout before the classifier (DeepLabV3+: after the ASPP projection; SegFormer: after fusion).
 _C.MODEL.SEM_SEG_HEAD.DROPOUT = 0.1
 # DeepLabV3+ (detectron2 DeepLab project names): ASPP on IN_FEATURES[-1], low-level projections.
@@ -97,6 +165,17 @@ _C.MODEL.SEM_SEG_HEAD.UNET_ATTENTION_GATES = False
 _C.MODEL.SEM_SEG_HEAD.UNET_RESIDUAL = False
 # Pad the normalised batch to a multiple of this (at least the backbone's size_divisibility).
 _C.MODEL.SEM_SEG_HEAD.SIZE_DIVISIBILITY = 32
+# --- U-Net variants (seed recipes) ---
+# Up-sampling in the U-Net decoder: "bilinear" or "transposed" (learned 2×2 stride-2 ConvTranspose2d).
+_C.MODEL.SEM_SEG_HEAD.UNET_UPSAMPLE = "bilinear"
+# Dropout2d before the U-Net classifier (0 = none).
+_C.MODEL.SEM_SEG_HEAD.UNET_DROPOUT = 0.0
+# Dilated side branches (3×3 dilated conv -> 3×3 conv -> stride-2 conv, CHANNELS each) on FEATURE,
+# concatenated to the feature of twice its stride ("" = off). The Inception-v3 U-Net: res2, [2, 3, 4], 256.
+_C.MODEL.SEM_SEG_HEAD.UNET_DILATED_BRANCHES = CN()
+_C.MODEL.SEM_SEG_HEAD.UNET_DILATED_BRANCHES.FEATURE = ""
+_C.MODEL.SEM_SEG_HEAD.UNET_DILATED_BRANCHES.DILATIONS = [2, 3, 4]
+_C.MODEL.SEM_SEG_HEAD.UNET_DILATED_BRANCHES.CHANNELS = 256
 
 # ---------------------------------------------------------------------------------------------
 # Input and augmentation
@@ -111,6 +190,11 @@ _C.INPUT.MIN_SIZE_TRAIN_SAMPLING = "choice"
 _C.INPUT.MAX_SIZE_TRAIN = 1024
 _C.INPUT.MIN_SIZE_TEST = 256
 _C.INPUT.MAX_SIZE_TEST = 1024
+# Fixed-size resize (H, W) of image and masks at training and test time, aspect ratio NOT kept,
+# replacing the shortest-edge resizes above; () = off. For data stored squashed to a square (the
+# shared ISIC 2017 copy): test images are squashed the same way and predictions are resized back
+# to the original size, so a model sees the geometry it was trained on.
+_C.INPUT.FIXED_SIZE = ()
 # Pad the (training) image and mask to a multiple of this; -1 = no padding in the mapper.
 _C.INPUT.SIZE_DIVISIBILITY = -1
 _C.INPUT.CROP = CN()
@@ -129,6 +213,43 @@ _C.INPUT.ROTATION.ANGLE = (-90.0, 90.0)
 _C.INPUT.ROTATION.EXPAND = True
 # Decide once per run (not per sample) whether to rotate, as the original SiMaskFormer did.
 _C.INPUT.ROTATION.ONCE_PER_RUN = False
+# A list of angles (e.g. [0, 90, 180, 270]) to choose from instead of the ANGLE range ([] = range).
+_C.INPUT.ROTATION.ANGLES = []
+# --- seed-project augmentations (data/transforms/seed_augmentations.py), each with its own PROB ---
+# Shrink by a factor from FACTORS and paste centred on a canvas of the border (skin) colour.
+_C.INPUT.SHRINK = CN()
+_C.INPUT.SHRINK.PROB = 0.0
+_C.INPUT.SHRINK.FACTORS = [0.8]
+# Grid distortion (albumentations GridDistortion): NUM_STEPS cells, up to LIMIT of a cell.
+_C.INPUT.GRID_DISTORTION = CN()
+_C.INPUT.GRID_DISTORTION.PROB = 0.0
+_C.INPUT.GRID_DISTORTION.NUM_STEPS = 5
+_C.INPUT.GRID_DISTORTION.LIMIT = 0.3
+# Barrel / pincushion lens distortion, coefficient in LIMIT = (min, max).
+_C.INPUT.BARREL_DISTORTION = CN()
+_C.INPUT.BARREL_DISTORTION.PROB = 0.0
+_C.INPUT.BARREL_DISTORTION.LIMIT = (0.05, 0.3)
+_C.INPUT.PINCUSHION_DISTORTION = CN()
+_C.INPUT.PINCUSHION_DISTORTION.PROB = 0.0
+_C.INPUT.PINCUSHION_DISTORTION.LIMIT = (0.05, 0.3)
+# Sharpening (image only): blend ALPHA range with a 3×3 kernel of LIGHTNESS range.
+_C.INPUT.SHARPEN = CN()
+_C.INPUT.SHARPEN.PROB = 0.0
+_C.INPUT.SHARPEN.ALPHA = (0.2, 0.5)
+_C.INPUT.SHARPEN.LIGHTNESS = (0.5, 1.0)
+# Colour jitter (image only): factors in [1 - m, 1 + m] for brightness / contrast / saturation,
+# hue shift in [-HUE, HUE] (fraction of a turn). DermoscopicSegmentation: 0.05 each.
+_C.INPUT.COLOR_JITTER = CN()
+_C.INPUT.COLOR_JITTER.PROB = 0.0
+_C.INPUT.COLOR_JITTER.BRIGHTNESS = 0.0
+_C.INPUT.COLOR_JITTER.CONTRAST = 0.0
+_C.INPUT.COLOR_JITTER.SATURATION = 0.0
+_C.INPUT.COLOR_JITTER.HUE = 0.0
+# Random low-res crop: downscale the sample by a factor in SCALE, then a random SIZE (H, W) crop.
+_C.INPUT.LOW_RES_CROP = CN()
+_C.INPUT.LOW_RES_CROP.PROB = 0.0
+_C.INPUT.LOW_RES_CROP.SCALE = (0.25, 0.5)
+_C.INPUT.LOW_RES_CROP.SIZE = (128, 128)
 _C.INPUT.ELASTIC = CN()
 _C.INPUT.ELASTIC.PROB = 0.0
 _C.INPUT.ELASTIC.ALPHA = 1300.0
@@ -154,8 +275,18 @@ _C.DATASETS.DEFINITIONS = []
 _C.DATASETS.VALIDATE_FIRST_N = 8
 
 _C.DATALOADER = CN()
-_C.DATALOADER.NUM_WORKERS = 2
+# Loader worker processes; -1 = chosen for the machine (CPUs minus torch threads, at most 4), so a
+# CPU run does not oversubscribe its cores.
+_C.DATALOADER.NUM_WORKERS = -1
+# Decode-once cache of training images / masks ("auto": on when the decoded dataset fits the
+# budget, "on", "off") and its budget in MB over all loader processes together.
+_C.DATALOADER.DECODE_CACHE = "auto"
+_C.DATALOADER.DECODE_CACHE_MB = 1024
 _C.DATALOADER.FILTER_EMPTY_ANNOTATIONS = False
+# Bad training samples (unreadable file, image/mask size mismatch, bad label values...) are all
+# skipped with a warning and counted; more than this many distinct bad files stop training with an
+# error listing them (-1 = no limit). The count is logged when training ends.
+_C.DATALOADER.MAX_BAD_SAMPLES = 20
 _C.DATALOADER.SAMPLER_TRAIN = "TrainingSampler"
 _C.DATALOADER.ASPECT_RATIO_GROUPING = False
 
@@ -163,8 +294,10 @@ _C.DATALOADER.ASPECT_RATIO_GROUPING = False
 # Solver
 # ---------------------------------------------------------------------------------------------
 _C.SOLVER = CN()
-_C.SOLVER.OPTIMIZER = "ADAMW"  # "ADAMW", "ADAM", "SGD"
-_C.SOLVER.LR_SCHEDULER_NAME = "WarmupPolyLR"  # "WarmupMultiStepLR", "WarmupCosineLR", "WarmupPolyLR"
+_C.SOLVER.OPTIMIZER = "ADAMW"  # "ADAMW", "ADAM", "SGD", "RMSPROP", "ADAGRAD"
+# "WarmupMultiStepLR", "WarmupCosineLR", "WarmupPolyLR", "WarmupStepLR", "WarmupExponentialLR",
+# "WarmupCosineRestartLR", "OneCycleLR", "ReduceLROnPlateau"
+_C.SOLVER.LR_SCHEDULER_NAME = "WarmupPolyLR"
 _C.SOLVER.MAX_ITER = 1000
 _C.SOLVER.BASE_LR = 1e-4
 _C.SOLVER.BASE_LR_END = 0.0
@@ -192,6 +325,46 @@ _C.SOLVER.ACCUMULATE_STEPS = 1
 # If > 0, IMS_PER_BATCH / BASE_LR / MAX_ITER / STEPS / periods were tuned for this many
 # processes and are rescaled to the actual world size (linear scaling rule).
 _C.SOLVER.REFERENCE_WORLD_SIZE = 0
+# --- more optimizers, schedules, plateau / early stopping, epoch budgets ---
+_C.SOLVER.EPS = 1e-8  # RMSPROP / ADAGRAD
+_C.SOLVER.RMSPROP_ALPHA = 0.99
+_C.SOLVER.ADAGRAD_LR_DECAY = 0.0
+# Step-based schedules (WarmupStepLR, WarmupExponentialLR, WarmupCosineRestartLR, OneCycleLR)
+# step per "iter" or per "epoch" (lr constant within an epoch; STEP_SIZE / T_0 in epochs).
+_C.SOLVER.SCHEDULER_STEP_UNIT = "iter"
+_C.SOLVER.STEP_SIZE = 1000  # WarmupStepLR: x GAMMA every STEP_SIZE units; WarmupExponentialLR: x GAMMA per unit
+_C.SOLVER.COSINE_RESTART = CN()  # SGDR; eta_min = SOLVER.BASE_LR_END
+_C.SOLVER.COSINE_RESTART.T_0 = 1000
+_C.SOLVER.COSINE_RESTART.T_MULT = 1
+_C.SOLVER.ONE_CYCLE = CN()  # BASE_LR is the peak (max_lr)
+_C.SOLVER.ONE_CYCLE.PCT_START = 0.3
+_C.SOLVER.ONE_CYCLE.DIV_FACTOR = 25.0
+_C.SOLVER.ONE_CYCLE.FINAL_DIV_FACTOR = 1e4
+# cycle momentum (SGD / RMSprop) or beta1 (Adam / AdamW) inversely to the lr, as torch does
+_C.SOLVER.ONE_CYCLE.CYCLE_MOMENTUM = True
+_C.SOLVER.ONE_CYCLE.BASE_MOMENTUM = 0.85
+_C.SOLVER.ONE_CYCLE.MAX_MOMENTUM = 0.95
+# Reduce the lr by FACTOR when the validation METRIC (a flat key like "isic_task1/jaccard") has
+# not improved (by more than THRESHOLD, relative) for more than PATIENCE evaluations. Used by
+# LR_SCHEDULER_NAME "ReduceLROnPlateau"; with another schedule it multiplies it.
+_C.SOLVER.PLATEAU = CN()
+_C.SOLVER.PLATEAU.METRIC = ""
+_C.SOLVER.PLATEAU.MODE = "max"
+_C.SOLVER.PLATEAU.PATIENCE = 3
+_C.SOLVER.PLATEAU.FACTOR = 0.1
+_C.SOLVER.PLATEAU.THRESHOLD = 1e-4
+_C.SOLVER.PLATEAU.MIN_LR = 0.0
+# Stop when METRIC (default TEST.BEST_CHECKPOINT_METRIC) has not improved by more than
+# MIN_DELTA for PATIENCE evaluations (0 = off); model_best.pth is kept on that metric.
+_C.SOLVER.EARLY_STOPPING = CN()
+_C.SOLVER.EARLY_STOPPING.PATIENCE = 0
+_C.SOLVER.EARLY_STOPPING.METRIC = ""
+_C.SOLVER.EARLY_STOPPING.MODE = "max"
+_C.SOLVER.EARLY_STOPPING.MIN_DELTA = 0.0
+# Budgets in epochs (0 = use MAX_ITER / CHECKPOINT_PERIOD / TEST.EVAL_PERIOD): converted to
+# iterations with ceil(#train images / (IMS_PER_BATCH x ACCUMULATE_STEPS)) per epoch, logged.
+_C.SOLVER.MAX_EPOCHS = 0
+_C.SOLVER.CHECKPOINT_PERIOD_EPOCHS = 0
 _C.SOLVER.CLIP_GRADIENTS = CN()
 _C.SOLVER.CLIP_GRADIENTS.ENABLED = False
 # "full_model" (one norm over all parameters), "value" or "norm" (per parameter).
@@ -206,10 +379,14 @@ _C.SOLVER.AMP.DTYPE = "float16"  # or "bfloat16"
 # Test / evaluation
 # ---------------------------------------------------------------------------------------------
 _C.TEST = CN()
+# Probability threshold of the decision rule ("background is no class" and multi-label data),
+# used alike by the evaluators, the visualiser and tools/predict.py (skinformer.structures.LabelSpace).
+_C.TEST.THRESHOLD = 0.5
 # Evaluate every N iterations (0 = only after training).
 _C.TEST.EVAL_PERIOD = 0
 # Skip periodic evaluations before this iteration (SiMaskFormer's key).
 _C.TEST.EVAL_START_ITER = 0
+_C.TEST.EVAL_PERIOD_EPOCHS = 0  # evaluate every N epochs (overrides EVAL_PERIOD when > 0)
 _C.TEST.IMS_PER_BATCH = 1
 _C.TEST.DETECTIONS_PER_IMAGE = 100
 _C.TEST.EXPECTED_RESULTS = []
@@ -230,6 +407,16 @@ _C.TEST.AUG.MAX_SIZE = 1024
 _C.TEST.AUG.FLIP = True
 # Also compute per-class ROC-AUC from probability maps (semantic evaluators).
 _C.TEST.ROC_AUC = False
+# Per-image metrics (PerImageEvaluator, task "per_image") next to the dataset's own evaluator:
+# per image and class Jaccard / Dice / recall / specificity / precision / F1 / F2 / accuracy,
+# averaged over images; binary data also fg/bg/mean IoU, Boundary IoU, HD95, mIoU, fwIoU, mACC, pACC.
+_C.TEST.PER_IMAGE = CN()
+_C.TEST.PER_IMAGE.ENABLED = False
+# Empty-image convention when a class is in neither prediction nor ground truth: "one" (ISIC),
+# "skip" (left out of the mean, DermoscopicSegmentation), "zero".
+_C.TEST.PER_IMAGE.EMPTY = "one"
+# Per-image, per-class ROC-AUC (images where the class is both present and absent).
+_C.TEST.PER_IMAGE.ROC_AUC = False
 
 # ---------------------------------------------------------------------------------------------
 # Misc

@@ -40,6 +40,10 @@ def _add_mask_classification_keys(node: CN, *, decoder_name: str, ce_loss: bool,
     node.CLASS_WEIGHT = class_weight
     node.MASK_WEIGHT = 5.0
     node.DICE_WEIGHT = 5.0
+    # Weight of an auxiliary per-pixel loss in training: BCE + Dice of a 1x1 classifier on the
+    # mask features against the per-class union of the ground-truth masks (0 = off). Gives the
+    # pixel decoder a dense signal from the first step; inference is unchanged.
+    node.PIXEL_AUX_WEIGHT = 0.0
     # Box L1 / GIoU losses; used only when the decoder predicts boxes ("pred_boxes").
     node.BOX_LOSS = True
     node.BOX_WEIGHT = box_weight

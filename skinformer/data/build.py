@@ -12,10 +12,15 @@ samples at the rank's stream positions ``j*B .. j*B+B-1`` (:class:`~.samplers.Tr
 each mapped with ``_aug_seed = sample_seed(seed, global position)``. Loader worker ``w`` of ``n``
 builds the batches ``j ≡ w (mod n)`` and the DataLoader returns them in order, so the stream is
 the same for any ``num_workers`` and resuming at batch ``j`` only needs ``j`` and the seed.
-A sample whose mapper returns ``None`` (unreadable file during training) is replaced by the
-next dataset item(s) ``(i + 1) % N, ...`` with seeds ``sample_seed(seed, position, attempt)``.
+A bad training sample — its mapper returns ``None`` (an unreadable file) or raises
+:class:`~.mask_io.DataFileError` (image/mask size mismatch, bad label values, ...) — is handled by
+one policy, whatever the kind: it is skipped with a warning naming the file and the reason, replaced
+by the next dataset item(s) ``(i + 1) % N, ...`` with seeds ``sample_seed(seed, position, attempt)``,
+and counted; more than ``DATALOADER.MAX_BAD_SAMPLES`` distinct bad files stop training with an
+error listing them, and the count is logged when training ends (:meth:`TrainLoader.report_bad_samples`).
 """
 import logging
+import os
 from typing import Callable, Dict, List, Optional, Sequence, Union
 
 import torch
@@ -25,9 +30,11 @@ from skinformer.utils import comm
 
 from .catalog import DatasetCatalog, MetadataCatalog
 from .common import DatasetFromList
+from .mask_io import DataFileError
 from .samplers import InferenceSampler, TrainingSampler, sample_seed
 
-__all__ = ["get_dataset_dicts", "TrainLoader", "build_train_loader", "build_test_loader", "trivial_batch_collator"]
+__all__ = ["get_dataset_dicts", "TrainLoader", "build_train_loader", "build_test_loader", "trivial_batch_collator",
+           "resolve_num_workers"]
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +45,26 @@ _MAX_CONSECUTIVE_SKIPS = 50
 def trivial_batch_collator(batch: List) -> List:
     """Batches are plain lists of mapped dicts."""
     return batch
+
+
+def _available_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def resolve_num_workers(num_workers: int, max_workers: int = 4) -> int:
+    """``DATALOADER.NUM_WORKERS``: a count (>= 0), or -1 = chosen for the machine: the CPUs this
+    process may use minus torch's intra-op threads (at most ``max_workers``), so loader workers and
+    the model's threads together do not oversubscribe the machine (2 CPUs and 1 torch thread:
+    1 worker; 2 torch threads: 0, samples are mapped in the main process)."""
+    num_workers = int(num_workers)
+    if num_workers >= 0:
+        return num_workers
+    if num_workers != -1:
+        raise ValueError(f"DATALOADER.NUM_WORKERS = {num_workers} is not valid; expected >= 0 or -1 (auto)")
+    return max(0, min(max_workers, _available_cpus() - torch.get_num_threads()))
 
 
 def get_dataset_dicts(names: Union[str, Sequence[str]], filter_empty: bool = False) -> List[Dict]:
@@ -80,6 +107,15 @@ def get_dataset_dicts(names: Union[str, Sequence[str]], filter_empty: bool = Fal
     return out
 
 
+class _Batch(list):
+    """A batch (``list[dict]``) that also carries ``skipped``: ``[(file_name, reason)]`` of the bad
+    samples replaced while it was built (it travels from loader workers to the main process)."""
+
+    def __init__(self, items, skipped):
+        super().__init__(items)
+        self.skipped = skipped
+
+
 class _BatchStream(torch.utils.data.IterableDataset):
     """Yields rank-local batches ``start, start+1, ...``; DataLoader worker ``w`` of ``n`` makes
     batches ``start + w, start + w + n, ...`` (the DataLoader interleaves them back in order)."""
@@ -92,15 +128,22 @@ class _BatchStream(torch.utils.data.IterableDataset):
         self.batch_size = batch_size
         self.start_batch = start_batch
 
-    def _map_position(self, position: int) -> Dict:
+    def _map_position(self, position: int, skipped: List) -> Dict:
         n = len(self.dataset)
         idx = self.sampler.index_at(position)
         for attempt in range(min(n, _MAX_CONSECUTIVE_SKIPS)):
             d = self.dataset[(idx + attempt) % n]
             d["_aug_seed"] = sample_seed(self.sampler.seed, position, attempt)
-            out = self.mapper(d)
+            file_name = str(d.get("file_name"))
+            try:
+                out = self.mapper(d)
+            except DataFileError as e:
+                logger.warning("Skipping bad training sample %s: %s", file_name, e)
+                skipped.append((file_name, str(e)))
+                continue
             if out is not None:
                 return out
+            skipped.append((file_name, "unreadable (see the warning above)"))
         raise RuntimeError(
             f"The mapper returned None for {min(n, _MAX_CONSECUTIVE_SKIPS)} consecutive dataset items starting "
             f"at {self.dataset[idx].get('file_name')}; the training data looks unreadable "
@@ -109,7 +152,10 @@ class _BatchStream(torch.utils.data.IterableDataset):
 
     def make_batch(self, j: int) -> List[Dict]:
         first = j * self.batch_size
-        return [self._map_position(self.sampler.global_position(k)) for k in range(first, first + self.batch_size)]
+        skipped: List = []
+        items = [self._map_position(self.sampler.global_position(k), skipped)
+                 for k in range(first, first + self.batch_size)]
+        return _Batch(items, skipped)
 
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
@@ -140,6 +186,8 @@ class TrainLoader:
         seed: stream seed (>= 0); ``None``/negative = a random seed shared by all ranks.
         rank, world_size: default from :mod:`skinformer.utils.comm`.
         shuffle: shuffle each epoch.
+        max_bad_samples: distinct bad training files tolerated (skipped and counted, see the module
+            docstring); one more stops training with an error listing them. ``-1``: no limit.
 
     ``state_dict()`` = ``{"num_batches", "seed", "batch_size", "world_size", "dataset_size"}``;
     after ``load_state_dict(state)`` iteration continues with batch ``num_batches`` — the same
@@ -148,7 +196,7 @@ class TrainLoader:
 
     def __init__(self, dataset: Sequence[Dict], mapper: Callable, *, batch_size: int, num_workers: int = 0,
                  seed: Optional[int] = None, rank: Optional[int] = None, world_size: Optional[int] = None,
-                 shuffle: bool = True):
+                 shuffle: bool = True, max_bad_samples: int = -1):
         if batch_size <= 0:
             raise ValueError(f"TrainLoader: batch_size must be > 0, got {batch_size}")
         self.dataset = dataset if isinstance(dataset, DatasetFromList) else DatasetFromList(dataset, copy=False)
@@ -159,6 +207,8 @@ class TrainLoader:
                                        world_size=world_size)
         self._num_batches = 0
         self._generation = 0
+        self.max_bad_samples = int(max_bad_samples)
+        self.bad_samples: Dict[str, str] = {}  # file name -> reason, in the order first seen
 
     @property
     def seed(self) -> int:
@@ -204,6 +254,27 @@ class TrainLoader:
             generator=torch.Generator().manual_seed(self.sampler.seed),
         ))
 
+    def _record_bad_samples(self, skipped) -> None:
+        for file_name, reason in skipped:
+            self.bad_samples.setdefault(file_name, reason)
+        if 0 <= self.max_bad_samples < len(self.bad_samples):
+            listed = "; ".join(f"{f}: {r}" for f, r in list(self.bad_samples.items())[:10])
+            raise RuntimeError(
+                f"{len(self.bad_samples)} bad training samples exceed DATALOADER.MAX_BAD_SAMPLES "
+                f"({self.max_bad_samples}); fix or remove them (tools/validate_dataset.py lists every problem), "
+                f"or raise the limit. First ones: {listed}")
+
+    def report_bad_samples(self) -> int:
+        """Log how many distinct bad training samples were skipped (and which); returns the count."""
+        n = len(self.bad_samples)
+        if n:
+            logger.warning("%d bad training sample(s) were skipped (limit DATALOADER.MAX_BAD_SAMPLES = %d): %s",
+                           n, self.max_bad_samples, ", ".join(list(self.bad_samples)[:20]) +
+                           (" ..." if n > 20 else ""))
+        else:
+            logger.info("No bad training samples were skipped")
+        return n
+
     def __iter__(self):
         while True:
             generation = self._generation
@@ -211,6 +282,7 @@ class TrainLoader:
             for batch in it:
                 if generation != self._generation:
                     break  # state was loaded: restart at the restored batch
+                self._record_bad_samples(getattr(batch, "skipped", ()))
                 self._num_batches += 1
                 yield batch
             del it
@@ -219,7 +291,9 @@ class TrainLoader:
 def build_train_loader(cfg, mapper: Optional[Callable] = None, *, dataset: Optional[List[Dict]] = None,
                        rank: Optional[int] = None, world_size: Optional[int] = None) -> TrainLoader:
     """Training loader from ``cfg``: DATASETS.TRAIN, SOLVER.IMS_PER_BATCH (total over processes),
-    DATALOADER.NUM_WORKERS / FILTER_EMPTY_ANNOTATIONS, SEED (>= 0, else a shared random seed).
+    DATALOADER.NUM_WORKERS (-1: :func:`resolve_num_workers`) / FILTER_EMPTY_ANNOTATIONS /
+    MAX_BAD_SAMPLES / DECODE_CACHE / DECODE_CACHE_MB (:mod:`~.decode_cache`, set on mappers with a ``decode_cache``
+    attribute), SEED (>= 0, else a shared random seed).
 
     ``mapper`` defaults to ``build_dataset_mapper(cfg, is_train=True)``; ``dataset`` to
     ``get_dataset_dicts(cfg.DATASETS.TRAIN)``.
@@ -236,8 +310,15 @@ def build_train_loader(cfg, mapper: Optional[Callable] = None, *, dataset: Optio
 
         mapper = build_dataset_mapper(cfg, is_train=True)
     seed = cfg.SEED if cfg.SEED >= 0 else None
-    loader = TrainLoader(dataset, mapper, batch_size=total // world_size, num_workers=cfg.DATALOADER.NUM_WORKERS,
-                         seed=seed, rank=rank, world_size=world_size)
+    num_workers = resolve_num_workers(cfg.DATALOADER.NUM_WORKERS)
+    if hasattr(mapper, "decode_cache") and mapper.decode_cache is None:
+        from .decode_cache import build_decode_cache
+
+        mapper.decode_cache = build_decode_cache(cfg.DATALOADER.DECODE_CACHE, cfg.DATALOADER.DECODE_CACHE_MB,
+                                                 dataset, num_workers)
+    loader = TrainLoader(dataset, mapper, batch_size=total // world_size, num_workers=num_workers,
+                         seed=seed, rank=rank, world_size=world_size,
+                         max_bad_samples=cfg.DATALOADER.MAX_BAD_SAMPLES)
     logger.info("Train loader: %d images, %d per batch per process, %d workers, seed %d",
                 len(loader.dataset), loader.batch_size, loader.num_workers, loader.seed)
     return loader
@@ -271,7 +352,7 @@ def build_test_loader(cfg, dataset_name: Union[str, List[Dict]], mapper: Optiona
 
         mapper = TestMapper(cfg)
     batch_size = int(cfg.TEST.IMS_PER_BATCH if batch_size is None else batch_size)
-    num_workers = int(cfg.DATALOADER.NUM_WORKERS if num_workers is None else num_workers)
+    num_workers = resolve_num_workers(cfg.DATALOADER.NUM_WORKERS if num_workers is None else num_workers)
     dataset = _MapDataset(DatasetFromList(dicts, copy=False), mapper)
     sampler = InferenceSampler(len(dataset), rank=rank, world_size=world_size)
     batch_sampler = torch.utils.data.BatchSampler(sampler, batch_size, drop_last=False)

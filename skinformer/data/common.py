@@ -190,7 +190,13 @@ def sem_seg_to_instances(sem_seg: np.ndarray, num_classes: int, ignore_label: in
     ``gt_boxes`` (xyxy pixels, tight around each mask).
     """
     sem_seg = np.asarray(sem_seg)
-    classes = [int(c) for c in np.unique(sem_seg) if 0 <= c < num_classes and c != ignore_label]
+    if sem_seg.size and sem_seg.dtype.kind in "iub" and sem_seg.min() >= 0:
+        # a histogram is ~10x cheaper than np.unique's sort on a per-sample label map
+        counts = np.bincount(sem_seg.ravel().astype(np.intp, copy=False), minlength=num_classes)[:num_classes]
+        present = np.flatnonzero(counts)
+    else:
+        present = np.unique(sem_seg)
+    classes = [int(c) for c in present if 0 <= c < num_classes and c != ignore_label]
     masks = np.stack([sem_seg == c for c in classes]) if classes else np.zeros((0,) + sem_seg.shape, dtype=bool)
     return masks_to_instances(masks, classes, sem_seg.shape)
 

@@ -2,17 +2,20 @@
 
 Mask encodings (metadata ``mask_encoding``):
 
-* ``"binary"``: foreground/background masks stored as 0/1 or 0/255 PNG, or JPEG with
-  compression grey levels. Values ``> 0`` are foreground when the mask's maximum is 1, otherwise
-  values ``>= 128`` (so 0/255 and JPEG masks are accepted and mapped). Colour masks whose three
-  channels are equal are accepted; other colour masks are an error.
+* ``"binary"``: foreground/background masks stored as 0/1 or 0/255 PNG, soft grey maps, or JPEG
+  with compression grey levels. Values ``> 0`` are foreground when the mask's maximum is 1, otherwise
+  values ``> 127`` (so 0/255 and JPEG masks are accepted and mapped; the tolerance absorbs JPEG
+  noise). Colour masks use the brightest channel per pixel, so any saturated colour (a pure red
+  lesion) is foreground. Small label values ``{0, 1, 2, ...}`` with a maximum of 2..15 (a label map
+  saved by hand) are an error naming the file and the values, not "all background".
 * ``"index"``: single-channel PNG whose values are class ids ``0..K-1`` or ``ignore_label``.
 * ``"gray_values"``: colour or grey PNG converted to 8-bit luma (ITU-R 601, PIL ``"L"``), each
   grey value mapped to a class by ``metadata.gray_values`` (Seg-VoFo); unknown values are an error.
 * ``"mat"``: MATLAB ``.mat`` file holding an index map in variable ``metadata.mat_key`` (``"smgt"``).
 
 Decoded label maps hold ``0..K-1`` for classes, ``K`` for background when background is not a
-class (``has_background_class`` False) and ``ignore_label`` for ignored pixels.
+class (:attr:`~skinformer.structures.LabelSpace.background_label`) and ``ignore_label`` for ignored
+pixels. Metadata defaults are those of :meth:`~skinformer.structures.LabelSpace.from_metadata`.
 """
 import os
 from typing import Dict, Optional
@@ -21,7 +24,8 @@ import numpy as np
 from PIL import Image, ImageFile
 
 __all__ = [
-    "DataFileError", "read_image", "read_mask_array", "read_sem_seg", "decode_binary",
+    "DataFileError", "read_image", "read_mask_array", "read_sem_seg", "decode_binary", "read_binary_mask",
+    "to_single_channel",
     "label_map_from_binary", "MASK_ENCODINGS",
 ]
 
@@ -33,22 +37,56 @@ class DataFileError(ValueError):
 
 
 def read_image(file_name: str, format: str = "RGB") -> np.ndarray:
-    """Read an image as ``H×W×3`` uint8 (RGB, or BGR with ``format="BGR"``).
+    """Read an image of any bit depth as ``H×W×3`` uint8 (RGB, or BGR with ``format="BGR"``).
 
-    Raises :class:`DataFileError` naming the file if it is missing, unreadable or truncated.
+    16-bit images are scaled by ``255 / 65535`` (not clipped: a plain RGB conversion would turn
+    every value above 255 into white); 32-bit integer images by the largest value their range
+    needs (8 / 16 / 32 bit); float images holding ``[0, 1]`` by 255, ``[0, 255]`` as they are.
+    Raises :class:`DataFileError` naming the file if it is missing, unreadable, truncated, or a
+    float image outside ``[0, 255]``.
     """
     if not os.path.isfile(file_name):
         raise DataFileError(f"Image file not found: {file_name}")
     try:
         with Image.open(file_name) as img:
             img.load()  # forces decoding so truncated files fail here, not later
-            img = img.convert("RGB")
-            arr = np.array(img)  # a writable copy: augmentations flip/modify in place
+            arr = _to_rgb8(img, file_name)
     except (OSError, SyntaxError, ValueError) as e:
+        if isinstance(e, DataFileError):
+            raise
         raise DataFileError(f"Cannot read image {file_name}: {e}") from e
     if format == "BGR":
         arr = np.ascontiguousarray(arr[:, :, ::-1])
     return arr
+
+
+def _to_rgb8(img: Image.Image, file_name: str) -> np.ndarray:
+    """``H×W×3`` uint8 of a decoded PIL image; high bit depths are rescaled, never clipped."""
+    if not (img.mode.startswith("I") or img.mode == "F"):
+        return np.array(img.convert("RGB"))  # a writable copy: augmentations modify in place
+    values = np.asarray(img)
+    if values.dtype.kind == "f":
+        finite = values[np.isfinite(values)]
+        lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
+        if finite.size != values.size or lo < 0 or hi > 255:
+            raise DataFileError(
+                f"{file_name}: float image with values in [{lo:g}, {hi:g}]"
+                f"{' and NaN/inf' if finite.size != values.size else ''}; expected [0, 1] or [0, 255]. "
+                "Save it as an 8- or 16-bit image.")
+        scaled = values * 255.0 if hi <= 1.0 else values
+    else:
+        hi = int(values.max()) if values.size else 0
+        if img.mode.startswith("I;16") or 255 < hi <= 65535:
+            full = 65535.0  # 16-bit PNG / TIFF (Pillow may open it as mode "I")
+        elif hi <= 255:
+            full = 255.0
+        else:
+            full = float(2 ** 32 - 1)
+        if values.min() < 0:
+            raise DataFileError(f"{file_name}: signed image with negative values; expected unsigned intensities")
+        scaled = values.astype(np.float64) * (255.0 / full)
+    grey = np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+    return np.repeat(grey[:, :, None], 3, axis=2) if grey.ndim == 2 else np.ascontiguousarray(grey[:, :, :3])
 
 
 def read_mask_array(file_name: str) -> np.ndarray:
@@ -71,7 +109,9 @@ def read_mask_array(file_name: str) -> np.ndarray:
     return arr
 
 
-def _to_single_channel(arr: np.ndarray, file_name: str, what: str) -> np.ndarray:
+def to_single_channel(arr: np.ndarray, file_name: str, what: str) -> np.ndarray:
+    """``H×W`` view of a stored mask: grey colour masks give one channel; ``what="binary"`` colour
+    masks their brightest channel; other colour masks are a :class:`DataFileError`."""
     if arr.ndim == 2:
         return arr
     if arr.ndim == 3 and arr.shape[2] in (3, 4):
@@ -79,8 +119,9 @@ def _to_single_channel(arr: np.ndarray, file_name: str, what: str) -> np.ndarray
         if (rgb[:, :, 0] == rgb[:, :, 1]).all() and (rgb[:, :, 1] == rgb[:, :, 2]).all():
             return rgb[:, :, 0]
         if what == "binary":
-            # JPEG colour masks: grey levels differ slightly per channel; use the channel mean
-            return rgb.astype(np.float32).mean(axis=2)
+            # any colour marks foreground: the brightest channel, so a pure red (255, 0, 0) lesion
+            # stays foreground (a channel mean or luma would put it below the cut)
+            return rgb.max(axis=2)
         raise DataFileError(
             f"{file_name} is an RGB mask with differing channels, but {what} masks must be single-channel "
             "(class ids per pixel). Convert it, or declare mask_encoding 'gray_values' with a value->class map."
@@ -88,42 +129,65 @@ def _to_single_channel(arr: np.ndarray, file_name: str, what: str) -> np.ndarray
     raise DataFileError(f"{file_name}: unexpected mask shape {arr.shape}")
 
 
-def decode_binary(arr: np.ndarray, file_name: str = "<array>") -> np.ndarray:
-    """Foreground of a 0/1, 0/255 or JPEG-grey binary mask as a bool ``H×W`` array."""
-    arr = _to_single_channel(arr, file_name, "binary")
-    if arr.size and arr.max() <= 1:
+# A binary mask whose largest value is 2..15 is a label map, not a 0/255 or soft grey mask: with the
+# 127 cut it would read as all background. JPEG masks are exempt (compression noise of an empty mask).
+_LABEL_MAP_MAX = 15
+
+
+def decode_binary(arr: np.ndarray, file_name: str = "<array>", threshold: float = 127) -> np.ndarray:
+    """Foreground of a binary mask as a bool ``H×W`` array.
+
+    ``arr``: ``H×W`` or ``H×W×C`` as stored. 0/1 masks: ``value > 0``; otherwise ``value > threshold``
+    (0/255, soft grey maps 0..255, JPEG grey levels). Colour masks use their brightest channel.
+    Raises :class:`DataFileError` naming the file and the values for a small label map.
+    """
+    arr = to_single_channel(arr, file_name, "binary")
+    if not arr.size:
         return arr > 0
-    return arr >= 128
+    top = arr.max()
+    if top <= 1:
+        return arr > 0
+    if top <= _LABEL_MAP_MAX and not file_name.lower().endswith((".jpg", ".jpeg")):
+        values = [int(v) if float(v).is_integer() else float(v) for v in np.unique(arr)[:20]]
+        raise DataFileError(
+            f"{file_name}: binary mask holds values {values}, which is neither 0/1, 0/255 nor a soft grey "
+            f"map (0..255); it looks like a label map. Save foreground as 1 or 255."
+        )
+    return arr > threshold
 
 
-def label_map_from_binary(fg: np.ndarray, has_background_class: bool) -> np.ndarray:
+def read_binary_mask(file_name: str, threshold: float = 127) -> np.ndarray:
+    """Read and decode a binary mask file (:func:`decode_binary`) as a bool ``H×W`` array."""
+    return decode_binary(read_mask_array(file_name), file_name, threshold)
+
+
+def label_map_from_binary(fg: np.ndarray, background_is_class: bool) -> np.ndarray:
     """Label map of a binary dataset: lesion = class 0 and background = 1 (no class), or,
     when background is a class, background = 0 and lesion = 1."""
-    if has_background_class:
+    if background_is_class:
         return fg.astype(np.int64)
     return np.where(fg, 0, 1).astype(np.int64)
 
 
 def read_sem_seg(file_name: str, metadata) -> np.ndarray:
-    """Decode a semantic mask file into a label map (int64 ``H×W``) following ``metadata``.
+    """Decode a semantic mask file into a label map (int64 ``H×W``) following ``metadata``
+    (dataset metadata or a :class:`~skinformer.structures.LabelSpace`: ``classes``, ``ignore_label``,
+    ``mask_encoding``, plus ``gray_values`` for "gray_values" and ``mat_key`` for "mat")."""
+    from skinformer.structures.label_space import LabelSpace
 
-    ``metadata`` needs ``classes``, ``ignore_label`` and ``mask_encoding`` (default "binary"),
-    plus ``gray_values`` for "gray_values" and ``mat_key`` for "mat".
-    """
-    encoding = metadata.get("mask_encoding", "binary")
-    num_classes = len(metadata.get("classes"))
-    ignore = metadata.get("ignore_label", 255)
-    has_bg = metadata.get("has_background_class", False)
+    space = LabelSpace.from_metadata(metadata)
+    encoding = space.mask_encoding
+    num_classes, ignore, has_bg = space.num_classes, space.ignore_label, space.background_is_class
     if encoding == "binary":
         return label_map_from_binary(decode_binary(read_mask_array(file_name), file_name), has_bg)
     if encoding == "index":
-        arr = _to_single_channel(read_mask_array(file_name), file_name, "index").astype(np.int64)
+        arr = to_single_channel(read_mask_array(file_name), file_name, "index").astype(np.int64)
         _check_index_values(arr, num_classes, ignore, has_bg, file_name)
         return arr
     if encoding == "gray_values":
-        return _decode_gray_values(file_name, metadata.get("gray_values"))
+        return _decode_gray_values(file_name, space.gray_values)
     if encoding == "mat":
-        arr = _read_mat(file_name, metadata.get("mat_key", "smgt"))
+        arr = _read_mat(file_name, space.mat_key)
         _check_index_values(arr, num_classes, ignore, has_bg, file_name)
         return arr
     raise DataFileError(f"Unknown mask_encoding '{encoding}' for {file_name}; expected one of {MASK_ENCODINGS}")

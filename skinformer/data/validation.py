@@ -16,6 +16,8 @@ from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from skinformer.structures.label_space import LabelSpace
+
 from .mask_io import DataFileError, read_image, read_mask_array, read_sem_seg
 
 __all__ = ["ValidationReport", "validate_dataset_dicts", "validate_dataset", "validate_first_images"]
@@ -38,7 +40,7 @@ ERROR_KINDS = {
 NOTE_KINDS = {
     "binary_0_255": "0/255 binary masks (accepted, 255 -> foreground)",
     "binary_grey_levels": "binary masks with intermediate grey levels (JPEG-like; thresholded at 128)",
-    "binary_rgb": "binary masks stored as colour images (channel mean thresholded at 128)",
+    "binary_rgb": "binary masks stored as colour images (brightest channel thresholded at 128)",
     "empty_mask": "masks without any class pixel (fine, counted)",
 }
 
@@ -104,7 +106,8 @@ def _binary_notes(report: ValidationReport, raw: np.ndarray, file: str) -> None:
 
 def _check_sem_seg(report: ValidationReport, d: Mapping, image: Optional[np.ndarray], meta: Mapping) -> None:
     mask_file = d["sem_seg_file_name"]
-    enc = meta.get("mask_encoding", "binary")
+    space = LabelSpace.from_metadata(meta)
+    enc = space.mask_encoding
     raw = None
     if enc in ("binary", "index"):
         try:
@@ -131,9 +134,8 @@ def _check_sem_seg(report: ValidationReport, d: Mapping, image: Optional[np.ndar
         report.error("size_mismatch", mask_file,
                      f"mask is {labels.shape[1]}x{labels.shape[0]} (WxH) but image {d['file_name']} is "
                      f"{image.shape[1]}x{image.shape[0]}")
-    k = len(meta["classes"])
-    if not ((labels >= 0) & (labels < k)).any() or (meta.get("has_background_class") and not (
-            (labels > 0) & (labels < k)).any()):
+    k = space.num_classes
+    if not ((labels >= 0) & (labels < k) & (labels != space.background_label)).any():
         report.note("empty_mask", mask_file)
 
 

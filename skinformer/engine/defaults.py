@@ -25,6 +25,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from skinformer.checkpoint import DetectionCheckpointer, remove_stale_temporary_files
 from skinformer.config import CfgNode, get_cfg
+from skinformer.data.transforms import AugmentationList, apply_augmentations, build_augmentation
 from skinformer.utils import comm
 from skinformer.utils.collect_env import collect_env_info
 from skinformer.utils.env import seed_all_rng
@@ -382,6 +383,10 @@ class DefaultTrainer(TrainerBase):
         log = logging.getLogger("skinformer")
         if not log.isEnabledFor(logging.INFO):
             setup_logger()
+        from skinformer.solver import apply_epoch_budgets
+
+        # epochs -> iterations first, so auto-scaling keeps the number of epochs
+        cfg = apply_epoch_budgets(cfg)
         cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
         self.check_dataset_metadata(cfg)
         _validate_first_images(cfg)
@@ -461,11 +466,17 @@ class DefaultTrainer(TrainerBase):
     # -- training --------------------------------------------------------------------------
     def build_hooks(self) -> List[hooks.HookBase]:
         """IterationTimer, LRScheduler, PeriodicCheckpointer (main), EvalHook, BestCheckpointer
-        (main, if TEST.BEST_CHECKPOINT_METRIC), PeriodicWriter (main, LOG_PERIOD)."""
+        (main, if TEST.BEST_CHECKPOINT_METRIC or early stopping), ReduceLROnPlateau (if
+        SOLVER.PLATEAU.METRIC), EarlyStopping (if SOLVER.EARLY_STOPPING.PATIENCE), PeriodicWriter
+        (main, LOG_PERIOD)."""
         cfg = self.cfg
         ret: List[Optional[hooks.HookBase]] = [hooks.IterationTimer(), hooks.LRScheduler()]
-        if comm.is_main_process():
-            ret.append(hooks.PeriodicCheckpointer(self.checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD))
+        periodic_ckpt = hooks.PeriodicCheckpointer(self.checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD)
+        # plateau / early stopping change state on an evaluation: checkpoint after them instead,
+        # so a checkpoint of an evaluation iteration resumes with that evaluation's effect
+        metric_hooks = bool(cfg.SOLVER.PLATEAU.METRIC) or cfg.SOLVER.EARLY_STOPPING.PATIENCE > 0
+        if comm.is_main_process() and not metric_hooks:
+            ret.append(periodic_ckpt)
 
         def test_and_save_results():
             self._last_eval_results = self.test(self.cfg, self.model)
@@ -474,9 +485,28 @@ class DefaultTrainer(TrainerBase):
         # after checkpointing, so a crash in evaluation still leaves a checkpoint
         ret.append(hooks.EvalHook(cfg.TEST.EVAL_PERIOD, test_and_save_results,
                                   eval_start_iter=cfg.TEST.EVAL_START_ITER))
-        if comm.is_main_process() and cfg.TEST.BEST_CHECKPOINT_METRIC:
-            ret.append(hooks.BestCheckpointer(cfg.TEST.EVAL_PERIOD, self.checkpointer,
-                                              cfg.TEST.BEST_CHECKPOINT_METRIC, cfg.TEST.BEST_CHECKPOINT_MODE))
+        stop = cfg.SOLVER.EARLY_STOPPING
+        stop_metric = stop.METRIC or cfg.TEST.BEST_CHECKPOINT_METRIC
+        if stop.PATIENCE > 0 and not stop_metric:
+            raise ValueError("SOLVER.EARLY_STOPPING.PATIENCE > 0 needs SOLVER.EARLY_STOPPING.METRIC or "
+                             "TEST.BEST_CHECKPOINT_METRIC (a validation metric such as 'isic_task1/jaccard')")
+        if (stop.PATIENCE > 0 or cfg.SOLVER.PLATEAU.METRIC) and cfg.TEST.EVAL_PERIOD <= 0:
+            raise ValueError("Early stopping / SOLVER.PLATEAU need periodic evaluation: set TEST.EVAL_PERIOD or "
+                             "TEST.EVAL_PERIOD_EPOCHS > 0")
+        best_metric, best_mode = cfg.TEST.BEST_CHECKPOINT_METRIC, cfg.TEST.BEST_CHECKPOINT_MODE
+        if not best_metric and stop.PATIENCE > 0:  # early stopping keeps model_best.pth on its metric
+            best_metric, best_mode = stop_metric, stop.MODE
+        if comm.is_main_process() and best_metric:
+            ret.append(hooks.BestCheckpointer(cfg.TEST.EVAL_PERIOD, self.checkpointer, best_metric, best_mode))
+        if cfg.SOLVER.PLATEAU.METRIC:
+            p = cfg.SOLVER.PLATEAU
+            ret.append(hooks.ReduceLROnPlateau(cfg.TEST.EVAL_PERIOD, p.METRIC, p.MODE, p.PATIENCE, p.FACTOR,
+                                               p.THRESHOLD, p.MIN_LR))
+        if stop.PATIENCE > 0:
+            ret.append(hooks.EarlyStopping(cfg.TEST.EVAL_PERIOD, stop_metric, stop.MODE, stop.PATIENCE, stop.MIN_DELTA,
+                                           checkpointer=self.checkpointer))
+        if comm.is_main_process() and metric_hooks:
+            ret.append(periodic_ckpt)
         if comm.is_main_process():
             # last, so it also writes the evaluation results
             ret.append(hooks.PeriodicWriter(self.build_writers(), period=cfg.LOG_PERIOD))
@@ -580,10 +610,11 @@ class DefaultTrainer(TrainerBase):
     def visualize(cls, cfg, model, dataset_name: Optional[str] = None, num_images: Optional[int] = None,
                   output_dir: Optional[str] = None) -> List[str]:
         """Write ``TEST.NUM_VIS`` overlay PNGs (prediction fill + ground-truth contour) of the
-        first images of ``dataset_name`` (default ``DATASETS.TEST[0]``) to ``OUTPUT_DIR/vis``.
+        first images of ``dataset_name`` (default ``DATASETS.TEST[0]``) to ``OUTPUT_DIR/vis``, and
+        log them to TensorBoard as ``vis/<stem>`` (in OUTPUT_DIR, or ``output_dir`` when given).
         Returns the written paths. Call on the main process only."""
         from skinformer.data.catalog import DatasetCatalog, MetadataCatalog
-        from skinformer.data.mask_io import decode_binary, read_image, read_mask_array, read_sem_seg
+        from skinformer.data.mask_io import read_image
         from skinformer.utils.visualizer import Visualizer, save_image
 
         num = cfg.TEST.NUM_VIS if num_images is None else num_images
@@ -594,21 +625,22 @@ class DefaultTrainer(TrainerBase):
         meta = MetadataCatalog.get(name)
         raw = {d["file_name"]: d for d in DatasetCatalog.get(name)}
         multi_label = bool(meta.get("multi_label", False)) or any("label_file_names" in d for d in raw.values())
-        vis = Visualizer(meta, multi_label=multi_label)
+        vis = Visualizer(meta, multi_label=multi_label, threshold=cfg.TEST.THRESHOLD)
 
         def ground_truth(record):
             if record is None:
                 return None
             if "sem_seg_file_name" in record:
-                return read_sem_seg(record["sem_seg_file_name"], meta)
+                return vis.label_space.decode(record["sem_seg_file_name"])
             if "label_file_names" in record:
-                return np.stack([decode_binary(read_mask_array(f), f) for f in record["label_file_names"]])
+                return np.stack([vis.label_space.decode_binary(f) for f in record["label_file_names"]])
             return None
 
         model = _unwrap(model)
         was_training = model.training
         model.eval()
         written: List[str] = []
+        tb = _OverlayTensorboard(out_dir if output_dir else cfg.OUTPUT_DIR)
         try:
             with torch.no_grad(), rng_preserved():
                 for batch in cls.build_test_loader(cfg, name):
@@ -619,6 +651,7 @@ class DefaultTrainer(TrainerBase):
                         stem = os.path.splitext(os.path.basename(inp["file_name"]))[0]
                         path = os.path.join(out_dir, f"{stem}.png")
                         save_image(path, canvas)
+                        tb.add(f"vis/{stem}", canvas)
                         written.append(path)
                         if len(written) >= num:
                             break
@@ -626,6 +659,7 @@ class DefaultTrainer(TrainerBase):
                         break
         finally:
             model.train(was_training)
+            tb.close()
         logging.getLogger("skinformer").info("Wrote %d overlay images to %s", len(written), out_dir)
         return written
 
@@ -669,24 +703,38 @@ class DefaultTrainer(TrainerBase):
         return cfg
 
 
+class _OverlayTensorboard:
+    """Overlays for TensorBoard: queued on the event storage during training (the
+    TensorboardXWriter writes them with the scalars), else written to ``log_dir`` directly."""
+
+    def __init__(self, log_dir: str):
+        from skinformer.utils.events import get_event_storage, has_event_storage
+
+        self.storage = get_event_storage() if has_event_storage() else None
+        self.log_dir = log_dir
+        self.writer = None
+
+    def add(self, name: str, image_hwc: np.ndarray) -> None:
+        chw = np.ascontiguousarray(np.asarray(image_hwc).transpose(2, 0, 1))
+        if self.storage is not None:
+            self.storage.put_image(name, chw)
+            return
+        if not self.log_dir:
+            return
+        if self.writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(self.log_dir)
+        self.writer.add_image(name, chw, 0)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
 # ------------------------------------------------------------------------------------------
 # Predictor
 # ------------------------------------------------------------------------------------------
-def _resize_shortest_edge(image: np.ndarray, short: int, max_size: int) -> np.ndarray:
-    import cv2
-
-    h, w = image.shape[:2]
-    if short <= 0:
-        return image
-    scale = short / min(h, w)
-    if max(h, w) * scale > max_size > 0:
-        scale = max_size / max(h, w)
-    new_h, new_w = int(round(h * scale)), int(round(w * scale))
-    if (new_h, new_w) == (h, w):
-        return image
-    return cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
-
-
 _INPUT_FORMATS = {"RGB": lambda img: img, "BGR": lambda img: img[:, :, ::-1]}
 
 
@@ -695,8 +743,10 @@ class DefaultPredictor:
     one image (``{"sem_seg": K×H×W}`` and/or ``{"instances": ...}`` at the image's size).
 
     The image is ``H×W×3`` uint8 in ``INPUT.FORMAT`` channel order (RGB unless set to BGR, e.g.
-    for ``cv2.imread`` images); it is resized like the test mapper (shortest edge
-    ``INPUT.MIN_SIZE_TEST``, longest at most ``INPUT.MAX_SIZE_TEST``).
+    for ``cv2.imread`` images); it is resized with the test mapper's augmentations
+    (:func:`~skinformer.data.transforms.build_augmentation`: ``INPUT.FIXED_SIZE`` when set, else
+    shortest edge ``INPUT.MIN_SIZE_TEST``, longest at most ``INPUT.MAX_SIZE_TEST``) and the
+    prediction comes back at the image's own size.
     """
 
     def __init__(self, cfg: CfgNode):
@@ -715,6 +765,7 @@ class DefaultPredictor:
         DetectionCheckpointer(self.model, save_to_disk=False).load(
             cfg.MODEL.WEIGHTS, source="MODEL.WEIGHTS", strict=not cfg.MODEL.ALLOW_PARTIAL_WEIGHTS)
         self.input_format = cfg.INPUT.FORMAT
+        self.augmentations = AugmentationList(build_augmentation(self.cfg, is_train=False))
 
     def __call__(self, original_image: np.ndarray) -> Dict[str, Any]:
         if original_image.ndim != 3 or original_image.shape[2] != 3:
@@ -722,6 +773,7 @@ class DefaultPredictor:
         with torch.no_grad():
             rgb = _INPUT_FORMATS[self.input_format](original_image)
             h, w = rgb.shape[:2]
-            image = _resize_shortest_edge(rgb, self.cfg.INPUT.MIN_SIZE_TEST, self.cfg.INPUT.MAX_SIZE_TEST)
+            # test-time resizes are deterministic; the seed only satisfies the API
+            image = apply_augmentations(self.augmentations, rgb, rng=0)[0].image
             tensor = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
             return self.model([{"image": tensor, "height": h, "width": w}])[0]

@@ -27,6 +27,8 @@ __all__ = [
     "EvalHook",
     "BestCheckpointer",
     "PeriodicWriter",
+    "ReduceLROnPlateau",
+    "EarlyStopping",
     "flatten_results_dict",
 ]
 
@@ -359,3 +361,151 @@ class PeriodicWriter(HookBase):
             # flush what is left (e.g. final evaluation results), then close
             writer.write()
             writer.close()
+
+
+class _MetricWatcher(HookBase):
+    """Base of hooks that react to each new value of a validation metric (a flat storage key
+    put by :class:`EvalHook` every ``eval_period`` iterations); must be registered after it.
+    :meth:`_on_value` is called once per evaluation on every process with the main process's
+    value (only it holds evaluation results), so all processes take the same decision. NaN / inf
+    values are skipped; a metric missing from the results is an error naming ``key``.
+    """
+
+    def __init__(self, metric: str, mode: str, key: str, eval_period: int):
+        if mode not in _BEST_MODES:
+            raise ValueError(f"{key}.MODE must be one of {sorted(_BEST_MODES)}, got '{mode}'")
+        self._metric = metric
+        self._mode = mode
+        self._key = key
+        self._period = int(eval_period)
+        self.best: Optional[float] = None
+        self.num_bad_evals = 0
+
+    def _improved(self, value: float, best: float) -> bool:
+        raise NotImplementedError
+
+    def _on_value(self, value: float) -> None:
+        raise NotImplementedError
+
+    def _local_value(self):
+        """(whether an evaluation put results at this iteration, the metric's value or None)."""
+        latest = self.trainer.storage.latest()
+        ran = any(it == self.trainer.iter for k, (_, it) in latest.items() if "/" in k)
+        entry = latest.get(self._metric)
+        value = entry[0] if entry is not None and entry[1] == self.trainer.iter else None
+        return ran, value
+
+    def after_step(self):
+        next_iter = self.trainer.iter + 1
+        if self._period <= 0 or next_iter % self._period != 0 or next_iter == self.trainer.max_iter:
+            return
+        ran, value = comm.all_gather(self._local_value())[0]
+        if value is None:
+            if ran:
+                latest = self.trainer.storage.latest()
+                raise KeyError(f"{self._key}.METRIC '{self._metric}' is not among the evaluation results; "
+                               f"available: {sorted(k for k in latest if '/' in k)}")
+            return  # no evaluation at this iteration (e.g. before TEST.EVAL_START_ITER)
+        if math.isnan(value) or math.isinf(value):
+            logger.warning("%s is %s at iteration %d; ignored by %s", self._metric, value, self.trainer.iter,
+                           type(self).__name__)
+            return
+        if self.best is None or self._improved(value, self.best):
+            self.best = float(value)
+            self.num_bad_evals = 0
+        else:
+            self.num_bad_evals += 1
+        self._on_value(float(value))
+
+    def state_dict(self):
+        return {"best": self.best, "num_bad_evals": self.num_bad_evals}
+
+    def load_state_dict(self, state_dict):
+        self.best = state_dict.get("best")
+        self.num_bad_evals = int(state_dict.get("num_bad_evals", 0))
+
+
+class ReduceLROnPlateau(_MetricWatcher):
+    """Multiply the lr by ``factor`` (via ``LRMultiplier.reduce``) when ``metric`` has not
+    improved by more than ``threshold`` (relative, torch's "rel" mode) for more than
+    ``patience`` evaluations; never below ``min_lr``. The scale and the counters are restored on resume.
+    """
+
+    def __init__(self, eval_period: int, metric: str, mode: str = "max", patience: int = 3, factor: float = 0.1,
+                 threshold: float = 1e-4, min_lr: float = 0.0, scheduler=None):
+        super().__init__(metric, mode, "SOLVER.PLATEAU", eval_period)
+        if not 0.0 < factor < 1.0:
+            raise ValueError(f"SOLVER.PLATEAU.FACTOR must be in (0, 1), got {factor}")
+        self._patience = int(patience)
+        self._factor = float(factor)
+        self._threshold = float(threshold)
+        self._min_lr = float(min_lr)
+        self._scheduler = scheduler
+        self.num_reductions = 0
+
+    def _improved(self, value, best):
+        # torch's threshold_mode "rel"
+        if self._mode == "max":
+            return value > best * (1 + self._threshold)
+        return value < best * (1 - self._threshold)
+
+    def _on_value(self, value):
+        if self.num_bad_evals > self._patience:
+            scheduler = self._scheduler or self.trainer.scheduler
+            if not hasattr(scheduler, "reduce"):
+                raise TypeError(f"ReduceLROnPlateau needs an LRMultiplier scheduler, got {type(scheduler).__name__}")
+            scheduler.reduce(self._factor, self._min_lr)
+            self.num_bad_evals = 0
+            self.num_reductions += 1
+            logger.info("%s has not improved for %d evaluations (best %.5f): lr scale reduced to %.3g",
+                        self._metric, self._patience + 1, self.best, scheduler.scale)
+
+    def state_dict(self):
+        return {**super().state_dict(), "num_reductions": self.num_reductions}
+
+    def load_state_dict(self, state_dict):
+        super().load_state_dict(state_dict)
+        self.num_reductions = int(state_dict.get("num_reductions", 0))
+
+
+class EarlyStopping(_MetricWatcher):
+    """End training when ``metric`` has not improved by more than ``min_delta`` for
+    ``patience`` evaluations in a row (Keras' rule). Stopping sets ``trainer.max_iter`` to the
+    next iteration, so training ends as a success: the final evaluation runs and ``checkpointer``
+    (if given) writes ``model_final.pth``. Register a :class:`BestCheckpointer` on the same
+    metric to keep ``model_best.pth``.
+    """
+
+    def __init__(self, eval_period: int, metric: str, mode: str = "max", patience: int = 5, min_delta: float = 0.0,
+                 checkpointer=None):
+        super().__init__(metric, mode, "SOLVER.EARLY_STOPPING", eval_period)
+        if patience < 1:
+            raise ValueError(f"SOLVER.EARLY_STOPPING.PATIENCE must be >= 1, got {patience}")
+        self._patience = int(patience)
+        self._min_delta = float(min_delta)
+        self._checkpointer = checkpointer
+        self.stopped_iter: Optional[int] = None
+
+    def _improved(self, value, best):
+        return value > best + self._min_delta if self._mode == "max" else value < best - self._min_delta
+
+    def before_train(self):
+        if self.stopped_iter is not None:
+            logger.info("Early stopping already triggered at iteration %d: not training further", self.stopped_iter)
+            self.trainer.max_iter = self.trainer.start_iter
+
+    def _on_value(self, value):
+        if self.num_bad_evals >= self._patience and self.stopped_iter is None:
+            self.stopped_iter = int(self.trainer.iter)
+            logger.info("Early stopping at iteration %d: %s has not improved for %d evaluations (best %.5f)",
+                        self.stopped_iter, self._metric, self._patience, self.best)
+            self.trainer.max_iter = self.trainer.iter + 1
+            if self._checkpointer is not None and comm.is_main_process():
+                self._checkpointer.save("model_final", iteration=self.trainer.iter)
+
+    def state_dict(self):
+        return {**super().state_dict(), "stopped_iter": self.stopped_iter}
+
+    def load_state_dict(self, state_dict):
+        super().load_state_dict(state_dict)
+        self.stopped_iter = state_dict.get("stopped_iter")

@@ -157,12 +157,13 @@ class TrainerBase:
                 self._storage_state = None
             try:
                 self.before_train()
-                for self.iter in range(start_iter, max_iter):
+                # self.max_iter, not max_iter: a hook (early stopping) may shorten the run
+                while self.iter < self.max_iter:
                     self.before_step()
                     self.run_step()
                     self.after_step()
+                    self.iter += 1
                 # iter == max_iter only after success: lets hooks tell success from a crash
-                self.iter += 1
             except Exception:
                 logger.exception("Exception during training at iteration %d:", self.iter)
                 raise
@@ -275,6 +276,13 @@ class SimpleTrainer(TrainerBase):
             with rng_preserved():
                 self._data_loader_iter_obj = iter(self.data_loader)
         return self._data_loader_iter_obj
+
+    def after_train(self) -> None:
+        # the loader skips bad samples as it goes; the run ends with their count
+        report = getattr(self.data_loader, "report_bad_samples", None)
+        if report is not None:
+            report()
+        super().after_train()
 
     def reset_data_loader(self, data_loader_builder=None) -> None:
         """Drop the current iterator (optionally replacing the loader); a new one is made lazily."""

@@ -14,6 +14,7 @@ from .sem_seg_evaluation import SemSegEvaluator
 from .isic_evaluation import ISICTask1Evaluator
 from .isic_task2_evaluation import ISICTask2Evaluator
 from .coco_evaluation import COCOInstanceEvaluator
+from .per_image_evaluation import PerImageEvaluator
 
 __all__ = [
     "EVALUATOR_REGISTRY", "build_evaluator",

@@ -21,4 +21,9 @@ def build_evaluator(cfg, dataset_name: str, output_dir: str = None):
     if etype is None:
         raise KeyError(f"Dataset '{dataset_name}' has no 'evaluator_type' in its metadata")
     where = f"metadata 'evaluator_type' of dataset '{dataset_name}'"
-    return EVALUATOR_REGISTRY.get(etype, config_key=where)(dataset_name, cfg, output_dir)
+    evaluator = EVALUATOR_REGISTRY.get(etype, config_key=where)(dataset_name, cfg, output_dir)
+    if cfg.TEST.PER_IMAGE.ENABLED and etype != "per_image":
+        from .evaluator import DatasetEvaluators
+
+        evaluator = DatasetEvaluators([evaluator, EVALUATOR_REGISTRY.get("per_image")(dataset_name, cfg, output_dir)])
+    return evaluator

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from skinformer.data import mask_io
+from skinformer.structures.label_space import LabelSpace
 
 from .evaluator import DatasetEvaluator
 
@@ -64,23 +65,19 @@ class GroundTruthLookup:
 
 
 def mask_metadata_kwargs(meta) -> Dict[str, Any]:
-    """The metadata fields that decoding a dataset's masks needs, as evaluator keyword arguments."""
-    return {
-        "classes": list(meta.classes),
-        "ignore_label": meta.get("ignore_label", 255),
-        "has_background_class": meta.get("has_background_class", False),
-        "mask_encoding": meta.get("mask_encoding", "binary"),
-        "gray_values": meta.get("gray_values", None),
-        "mat_key": meta.get("mat_key", "smgt"),
-    }
+    """The label-space fields that decoding a dataset's masks needs, as evaluator keyword arguments
+    (defaults applied by :meth:`~skinformer.structures.LabelSpace.from_metadata`)."""
+    space = LabelSpace.from_metadata(meta).as_metadata()
+    space.pop("background_index")
+    return space
 
 
-def read_label_map(file_name: str, mask_meta: Dict[str, Any], device: torch.device) -> torch.Tensor:
-    """Label map ``H×W`` of ``file_name`` (see :func:`skinformer.data.mask_io.read_sem_seg`) on ``device``.
+def read_label_map(file_name: str, space: LabelSpace, device: torch.device) -> torch.Tensor:
+    """Label map ``H×W`` of ``file_name`` (:meth:`LabelSpace.decode`) on ``device``.
 
     Labels are moved as int16 (values are < 256 plus the ignore label) to cut host-to-device traffic.
     """
-    arr = mask_io.read_sem_seg(file_name, mask_meta)
+    arr = space.decode(file_name)
     small = arr.astype(np.int16) if arr.size and arr.min() >= -2 ** 15 and arr.max() < 2 ** 15 else arr
     return torch.from_numpy(small).to(device, non_blocking=True)
 
@@ -91,7 +88,7 @@ def read_binary_stack(files: List[Optional[str]], shape, device: torch.device,
 
     Every mask must have ``shape`` (H, W); a mismatch is an error naming the file.
     """
-    reader = reader or (lambda f: mask_io.decode_binary(mask_io.read_mask_array(f), f))
+    reader = reader or mask_io.read_binary_mask
     h, w = shape
     out = np.zeros((len(files), h, w), dtype=bool)
     for i, f in enumerate(files):
@@ -133,14 +130,14 @@ class LabelMapEvaluator(DatasetEvaluator):
 
     Subclasses decorate their ``__init__`` with ``@configurable``, pass these arguments through and
     implement ``reset`` / ``process`` / ``evaluate``; :meth:`_scores_and_gt_file` and
-    :meth:`_check_gt_size` do the checks every ``process`` needs.
+    :meth:`_scores_at_gt_size` do the checks every ``process`` needs.
     """
 
     def __init__(self, *, classes: Sequence[str], ignore_label: int = 255, has_background_class: bool = False,
                  background_index: int = 0, mask_encoding: str = "binary", gray_values: Optional[dict] = None,
                  mat_key: str = "smgt", dataset_name: Optional[str] = None, gt_table: Optional[Dict[str, str]] = None,
                  threshold: float = 0.5, output_dir: Optional[str] = None, device: str = "cpu",
-                 task_name: str = "sem_seg"):
+                 task_name: str = "sem_seg", resize_to_gt: bool = False):
         """
         Args:
             classes: class names of the ``sem_seg`` channels (``len == K``; ``["lesion"]`` for binary data).
@@ -148,25 +145,28 @@ class LabelMapEvaluator(DatasetEvaluator):
                 ground-truth files are decoded (dataset metadata, see ``skinformer.data.mask_io``).
             background_index: the background class when ``has_background_class``.
             dataset_name / gt_table: where to find ``sem_seg_file_name`` when the input dicts lack it.
-            threshold: decision threshold on the scores when background is not a class (contract: 0.5).
+            threshold: decision threshold on the scores when background is not a class (``TEST.THRESHOLD``).
             output_dir: where the subclass writes its files (``None``: nothing is written).
             device: where statistics are reduced across processes (``cfg.MODEL.DEVICE``).
             task_name: key of the results (``{task_name: {metric: value}}``).
+            resize_to_gt: the ground truth is at a higher resolution than the evaluated images (e.g.
+                256-px copies scored against the original masks; metadata ``resize_predictions_to_gt``):
+                scores of another size are resized bilinearly to the ground truth's size before the
+                decision rule, so metrics are computed at the ground-truth resolution. Off: a size
+                mismatch is an error.
         """
+        self._space = LabelSpace(classes=tuple(classes), ignore_label=int(ignore_label),
+                                 background_is_class=bool(has_background_class), background_index=int(background_index),
+                                 mask_encoding=mask_encoding, gray_values=gray_values, mat_key=mat_key,
+                                 threshold=float(threshold))
         self._classes = list(classes)
         self._num_classes = len(self._classes)
-        self._ignore = ignore_label
-        self._has_bg = has_background_class
-        self._bg_index = background_index
-        self._mask_meta = {
-            "classes": self._classes, "ignore_label": ignore_label, "has_background_class": has_background_class,
-            "mask_encoding": mask_encoding, "gray_values": gray_values, "mat_key": mat_key,
-        }
+        self._ignore = self._space.ignore_label
         self._gt = GroundTruthLookup("sem_seg_file_name", dataset_name, gt_table)
-        self._threshold = threshold
         self._output_dir = output_dir
         self._device = torch.device(device)
         self._task = task_name
+        self._resize_to_gt = bool(resize_to_gt)
         self.reset()
 
     @classmethod
@@ -175,7 +175,8 @@ class LabelMapEvaluator(DatasetEvaluator):
 
         meta = MetadataCatalog.get(dataset_name)
         return dict(mask_metadata_kwargs(meta), dataset_name=dataset_name, output_dir=output_dir,
-                    device=cfg.MODEL.DEVICE)
+                    threshold=cfg.TEST.THRESHOLD,
+                    device=cfg.MODEL.DEVICE, resize_to_gt=meta.get("resize_predictions_to_gt", False))
 
     def _scores_and_gt_file(self, input_dict: dict, output: dict) -> Tuple[torch.Tensor, str]:
         """The checked ``K×H×W`` scores of one output and the ground-truth file of its input."""
@@ -183,10 +184,16 @@ class LabelMapEvaluator(DatasetEvaluator):
         check_scores(scores, input_dict, self._classes)
         return scores, self._gt(input_dict)
 
-    @staticmethod
-    def _check_gt_size(gt_hw, gt_file: str, input_dict: dict, scores: torch.Tensor) -> None:
-        if tuple(gt_hw) != tuple(scores.shape[1:]):
-            raise ValueError(
-                f"Ground truth {gt_file} is {gt_hw[0]}×{gt_hw[1]} but the prediction for "
-                f"{input_dict.get('file_name')!r} is {scores.shape[1]}×{scores.shape[2]}"
-            )
+    def _scores_at_gt_size(self, gt_hw, gt_file: str, input_dict: dict, scores: torch.Tensor) -> torch.Tensor:
+        """``scores`` (K×H×W) at the ground truth's size ``gt_hw``: resized when ``resize_to_gt``,
+        otherwise checked (a mismatch raises, naming both files)."""
+        if tuple(gt_hw) == tuple(scores.shape[1:]):
+            return scores
+        if self._resize_to_gt:
+            from skinformer.modeling.postprocessing import sem_seg_postprocess
+
+            return sem_seg_postprocess(scores.float(), scores.shape[1:], int(gt_hw[0]), int(gt_hw[1]))
+        raise ValueError(
+            f"Ground truth {gt_file} is {gt_hw[0]}×{gt_hw[1]} but the prediction for "
+            f"{input_dict.get('file_name')!r} is {scores.shape[1]}×{scores.shape[2]}"
+        )

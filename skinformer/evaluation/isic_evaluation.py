@@ -31,7 +31,7 @@ from skinformer.utils import comm
 from .build import EVALUATOR_REGISTRY
 from .evaluator import all_reduce_statistics
 from .ground_truth import LabelMapEvaluator, read_label_map
-from .metrics import (ISIC_TASK1_PER_IMAGE_KEYS, binary_confusion, foreground_from_scores, isic_task1_per_image,
+from .metrics import (ISIC_TASK1_PER_IMAGE_KEYS, binary_confusion, isic_task1_per_image,
                       isic_task1_statistics, isic_task1_summary)
 
 __all__ = ["ISICTask1Evaluator"]
@@ -42,8 +42,8 @@ logger = logging.getLogger(__name__)
 class ISICTask1Evaluator(LabelMapEvaluator):
     """Per-image binary confusion counts of foreground (any class) vs ground-truth foreground.
 
-    Foreground of the prediction follows the decision rule (``max_c score > 0.5`` without a
-    background class, ``argmax != background_index`` with one); foreground of the ground truth is
+    Foreground of the prediction follows the label space's decision rule
+    (:meth:`~skinformer.structures.LabelSpace.foreground`); foreground of the ground truth is
     every non-ignored pixel labelled with a lesion class.
     """
 
@@ -54,7 +54,7 @@ class ISICTask1Evaluator(LabelMapEvaluator):
             task_name: key of the results (``"binary"`` for the ``binary`` evaluator type).
             kwargs: the ground-truth and decision arguments of
                 :class:`~skinformer.evaluation.ground_truth.LabelMapEvaluator` (``classes``,
-                ``ignore_label``, ``has_background_class``, ``background_index``, ``mask_encoding``,
+                ``ignore_label``, the background rule, ``background_index``, ``mask_encoding``,
                 ``gray_values``, ``mat_key``, ``dataset_name``, ``gt_table``, ``threshold``, ``device``).
                 With ``output_dir``, per-image counts and metrics are written to
                 ``<task>_per_image.csv`` (the only case where per-image data is gathered across processes).
@@ -67,25 +67,22 @@ class ISICTask1Evaluator(LabelMapEvaluator):
 
     def _read_gt_foreground(self, gt_file: str, device: torch.device):
         """Ground-truth foreground (bool H×W) and valid mask (None when nothing is ignored)."""
-        if self._mask_meta["mask_encoding"] == "binary":
+        if self._space.mask_encoding == "binary":
             # binary files hold no ignore pixels: decode straight to a bool foreground, skipping the
             # int64 label map read_sem_seg would build (same result, less memory traffic)
-            fg = mask_io.decode_binary(mask_io.read_mask_array(gt_file), gt_file)
+            fg = mask_io.read_binary_mask(gt_file)
             return torch.from_numpy(fg).to(device, non_blocking=True), None
-        gt = read_label_map(gt_file, self._mask_meta, device)
+        gt = read_label_map(gt_file, self._space, device)
         valid = gt != self._ignore
-        if self._has_bg:
-            fg = (gt != self._bg_index) & valid
-        else:
-            fg = (gt >= 0) & (gt < self._num_classes) & valid
+        fg = (gt >= 0) & (gt < self._num_classes) & (gt != self._space.background_label) & valid
         return fg, valid
 
     def process(self, inputs: List[dict], outputs: List[dict]) -> None:
         for inp, out in zip(inputs, outputs):
             scores, gt_file = self._scores_and_gt_file(inp, out)
             gt_fg, valid = self._read_gt_foreground(gt_file, scores.device)
-            self._check_gt_size(gt_fg.shape, gt_file, inp, scores)
-            pred_fg = foreground_from_scores(scores, self._has_bg, self._threshold, self._bg_index)
+            scores = self._scores_at_gt_size(gt_fg.shape, gt_file, inp, scores)
+            pred_fg = self._space.foreground(scores)
             self._counts.append(binary_confusion(pred_fg, gt_fg, valid))
             self._image_ids.append(inp.get("image_id", inp.get("file_name")))
 

@@ -8,7 +8,7 @@ the attribute is absent everywhere and never predicted. ``jaccard_micro`` (the r
 ``dice_micro`` sum the matrices over all attributes too; ``jaccard_mean`` / ``dice_mean`` average
 the per-attribute values (what several papers report instead). No 0.65 threshold in Task 2.
 
-Model outputs: ``{"sem_seg": K×H×W}`` scores, each attribute thresholded on its own at 0.5.
+Model outputs: ``{"sem_seg": K×H×W}`` scores, each attribute thresholded on its own at ``TEST.THRESHOLD`` (0.5).
 Ground truth: ``label_file_names`` (one binary mask file per attribute, in ``classes`` order;
 ``None`` = an empty mask). Results are under the task key ``"isic_task2"``.
 """
@@ -23,7 +23,9 @@ from skinformer.utils import comm
 from .build import EVALUATOR_REGISTRY
 from .evaluator import DatasetEvaluator, all_reduce_statistics
 from .ground_truth import GroundTruthLookup, check_scores, read_binary_stack
-from .metrics import isic_task2_summary, multilabel_confusion, multilabel_from_scores
+from skinformer.structures.label_space import LabelSpace
+
+from .metrics import isic_task2_summary, multilabel_confusion
 
 __all__ = ["ISICTask2Evaluator"]
 
@@ -41,13 +43,13 @@ class ISICTask2Evaluator(DatasetEvaluator):
         Args:
             classes: attribute names, in the order of the ``sem_seg`` channels and ``label_file_names``.
             dataset_name / gt_table: where to find ``label_file_names`` when the inputs lack it.
-            threshold: per-attribute decision threshold (contract: 0.5).
+            threshold: per-attribute decision threshold (``TEST.THRESHOLD``).
             output_dir: unused (kept for the registry call signature).
             device: where statistics are reduced across processes (``cfg.MODEL.DEVICE``).
         """
         self._classes = list(classes)
         self._gt = GroundTruthLookup("label_file_names", dataset_name, gt_table)
-        self._threshold = threshold
+        self._space = LabelSpace(classes=tuple(classes), multi_label=True, threshold=float(threshold))
         self._device = torch.device(device)
         self._task = task_name
         self.reset()
@@ -58,7 +60,7 @@ class ISICTask2Evaluator(DatasetEvaluator):
 
         meta = MetadataCatalog.get(dataset_name)
         return dict(classes=list(meta.classes), dataset_name=dataset_name, output_dir=output_dir,
-                    device=cfg.MODEL.DEVICE)
+                    device=cfg.MODEL.DEVICE, threshold=cfg.TEST.THRESHOLD)
 
     def reset(self) -> None:
         self._sum: Optional[torch.Tensor] = None  # float64 K×4 (tp, fp, fn, tn), normalised per image
@@ -77,7 +79,7 @@ class ISICTask2Evaluator(DatasetEvaluator):
                 )
             h, w = scores.shape[1:]
             gt = read_binary_stack(files, (h, w), scores.device)
-            counts = multilabel_confusion(multilabel_from_scores(scores, self._threshold), gt)
+            counts = multilabel_confusion(self._space.masks_from_scores(scores), gt)
             # the official normalisation: every image counts the same, whatever its resolution
             normalized = counts.double() / float(h * w)
             self._sum = normalized if self._sum is None else self._sum + normalized

@@ -19,6 +19,9 @@ from typing import Dict, Optional, Sequence
 
 import torch
 
+# the decision rule lives with the label space; re-exported for the evaluators' callers
+from skinformer.structures.label_space import foreground_from_scores, labels_from_scores, multilabel_from_scores
+
 __all__ = [
     "BINARY_COUNT_ORDER", "ISIC_TASK1_PER_IMAGE_KEYS", "POOLED_BINARY_KEYS",
     "labels_from_scores", "foreground_from_scores", "multilabel_from_scores",
@@ -34,49 +37,6 @@ ISIC_TASK1_PER_IMAGE_KEYS = ("threshold_jaccard", "jaccard", "dice", "sensitivit
 POOLED_BINARY_KEYS = ("precision", "recall", "accuracy", "dice", "iou")
 #: Task 1 "thresholded Jaccard": a per-image Jaccard below this counts 0
 ISIC_JACCARD_THRESHOLD = 0.65
-
-
-# ---------------------------------------------------------------------------------------------
-# Decision rules (model contract, docs/CONTRACTS.md "Model contracts")
-# ---------------------------------------------------------------------------------------------
-def labels_from_scores(scores: torch.Tensor, has_background_class: bool, threshold: float = 0.5) -> torch.Tensor:
-    """Turn semantic scores ``K×H×W`` into a label map ``H×W`` (int64).
-
-    * ``has_background_class``: argmax over the K classes.
-    * otherwise: ``argmax_c`` where ``max_c score > threshold`` and ``K`` ("background, no class")
-      elsewhere; for K == 1 this is simply ``score > threshold`` -> 0, else 1.
-    """
-    if scores.dim() != 3:
-        raise ValueError(f"sem_seg scores must be K×H×W, got shape {tuple(scores.shape)}")
-    num_classes = scores.shape[0]
-    if has_background_class:
-        return scores.argmax(dim=0)
-    if num_classes == 1:
-        # one comparison instead of max + argmax (the hot path of binary lesion/polyp data)
-        return (~(scores[0] > threshold)).long()
-    best, idx = scores.max(dim=0)
-    return torch.where(best > threshold, idx, torch.full_like(idx, num_classes))
-
-
-def foreground_from_scores(scores: torch.Tensor, has_background_class: bool, threshold: float = 0.5,
-                           background_index: int = 0) -> torch.Tensor:
-    """Foreground (any lesion class) of semantic scores ``K×H×W`` as bool ``H×W``.
-
-    Without a background class a pixel is foreground when ``max_c score > threshold`` (the
-    decision rule above assigns it some class). With one, foreground = ``argmax != background_index``.
-    """
-    if scores.dim() != 3:
-        raise ValueError(f"sem_seg scores must be K×H×W, got shape {tuple(scores.shape)}")
-    if has_background_class:
-        return scores.argmax(dim=0) != background_index
-    if scores.shape[0] == 1:
-        return scores[0] > threshold
-    return scores.amax(dim=0) > threshold
-
-
-def multilabel_from_scores(scores: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
-    """Multi-label decision: each class on its own, ``scores > threshold`` (bool ``K×H×W``)."""
-    return scores > threshold
 
 
 # ---------------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from skinformer.utils import comm
 from .build import EVALUATOR_REGISTRY
 from .evaluator import all_reduce_statistics
 from .ground_truth import LabelMapEvaluator, check_prediction_size, read_label_map
-from .metrics import confusion_matrix, labels_from_scores, roc_auc_from_histograms, score_histograms, sem_seg_summary
+from .metrics import confusion_matrix, roc_auc_from_histograms, score_histograms, sem_seg_summary
 
 __all__ = ["SemSegEvaluator", "check_prediction_size"]
 
@@ -33,7 +33,7 @@ logger = logging.getLogger(__name__)
 class SemSegEvaluator(LabelMapEvaluator):
     """(K+1)² confusion matrix of the decision-rule labels vs the ground-truth label map.
 
-    Bin ``K`` is "background, no class" (used when ``has_background_class`` is False). Ground truth
+    Bin ``K`` is "background, no class" (used when background is not a class). Ground truth
     is read from ``sem_seg_file_name`` at the original resolution with the dataset's mask encoding.
     """
 
@@ -45,7 +45,7 @@ class SemSegEvaluator(LabelMapEvaluator):
             task_name: key of the results.
             kwargs: the ground-truth and decision arguments of
                 :class:`~skinformer.evaluation.ground_truth.LabelMapEvaluator` (``classes``,
-                ``ignore_label``, ``has_background_class``, ``background_index`` for the ``*_fg``
+                ``ignore_label``, the background rule, ``background_index`` for the ``*_fg``
                 means, ``mask_encoding``, ``gray_values``, ``mat_key``, ``dataset_name``, ``gt_table``,
                 ``threshold``, ``device``). With ``output_dir``, ``sem_seg_evaluation.json`` (results
                 + confusion matrix) is written there.
@@ -66,9 +66,9 @@ class SemSegEvaluator(LabelMapEvaluator):
     def process(self, inputs: List[dict], outputs: List[dict]) -> None:
         for inp, out in zip(inputs, outputs):
             scores, gt_file = self._scores_and_gt_file(inp, out)
-            gt = read_label_map(gt_file, self._mask_meta, scores.device)
-            self._check_gt_size(gt.shape, gt_file, inp, scores)
-            pred = labels_from_scores(scores, self._has_bg, self._threshold)
+            gt = read_label_map(gt_file, self._space, scores.device)
+            scores = self._scores_at_gt_size(gt.shape, gt_file, inp, scores)
+            pred = self._space.labels_from_scores(scores)
             conf = confusion_matrix(pred, gt, self._num_classes + 1, self._ignore)
             self._conf = conf if self._conf is None else self._conf + conf
             if self._roc_auc:
@@ -90,7 +90,8 @@ class SemSegEvaluator(LabelMapEvaluator):
             return {}
         if num_images == 0:
             logger.warning(f"[{self._task}] no images were processed; all metrics are NaN")
-        results = sem_seg_summary(conf.cpu(), self._classes, self._has_bg, self._bg_index, auc)
+        results = sem_seg_summary(conf.cpu(), self._classes, self._space.background_is_class,
+                                  self._space.background_index, auc)
         self._log(results, num_images)
         if self._output_dir:
             os.makedirs(self._output_dir, exist_ok=True)
@@ -100,7 +101,7 @@ class SemSegEvaluator(LabelMapEvaluator):
         return {self._task: results}
 
     def _log(self, results: Dict[str, float], num_images: int) -> None:
-        names = self._classes + ([] if self._has_bg else ["background"])
+        names = self._classes + ([] if self._space.background_is_class else ["background"])
         keys = ["IoU", "Dice", "Precision", "Recall"] + (["AUC"] if self._roc_auc else [])
         rows = [[name] + [results.get(f"{k}-{name}", float("nan")) for k in keys] for name in names]
         logger.info(f"[{self._task}] per-class results on {num_images} images:\n"

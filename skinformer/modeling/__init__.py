@@ -7,6 +7,7 @@ from .postprocessing import sem_seg_postprocess
 from .sem_seg_heads import SEM_SEG_HEAD_REGISTRY, build_sem_seg_head
 from .pixel_decoder import PIXEL_DECODER_REGISTRY, build_pixel_decoder
 from .transformer_decoder import TRANSFORMER_DECODER_REGISTRY, build_transformer_decoder
+from .losses import LOSS_REGISTRY, build_loss
 from .matcher import HungarianMatcher
 from .criterion import SetCriterion, build_weight_dict
 from .meta_arch import MaskFormer, SiMaskFormer

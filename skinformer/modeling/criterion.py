@@ -68,6 +68,43 @@ def _pad_masks(masks: Sequence[torch.Tensor]) -> List[torch.Tensor]:
     return [m if m.shape[-2:] == (h, w) else F.pad(m, (0, w - m.shape[-1], 0, h - m.shape[-2])) for m in masks]
 
 
+def _sample_matched_targets(masks: Sequence[torch.Tensor], indices: Indices, coords: torch.Tensor) -> torch.Tensor:
+    """Ground truth of every matched pair at its points: ``N×P`` (pairs in ``indices`` order).
+
+    Args:
+        masks: per image ``T_b×H×W`` target masks (same H, W).
+        indices: per image ``(query_idx, target_idx)``.
+        coords: ``N×P×2`` points of the pairs, N = total number of pairs.
+
+    Denoising matches every ground truth G times (one per group): instead of materialising G
+    full-resolution copies of each mask (``N×H×W``), the pairs that share a mask read it in one
+    ``grid_sample`` over all their points. The sampled values are the same.
+    """
+    device = coords.device
+    labels = []
+    start = 0
+    for m, (_, tgt_idx) in zip(masks, indices):
+        n = len(tgt_idx)
+        if n == 0:
+            continue
+        tgt_idx = tgt_idx.to(m.device)
+        pts = coords[start:start + n]
+        start += n
+        ids, inverse, counts = torch.unique(tgt_idx, return_inverse=True, return_counts=True)
+        if len(ids) == n or bool((counts != counts[0]).any()):
+            # No mask is shared (or unevenly): one copy per pair, as plain matching does.
+            labels.append(point_sample(m[tgt_idx].to(device, torch.float32)[:, None], pts).squeeze(1))
+            continue
+        # Pairs sorted by their mask; every mask has the same number c of pairs (DN groups).
+        order = torch.argsort(inverse, stable=True).to(device)
+        grid = pts[order].reshape(len(ids), -1, 2)  # U × (c·P) × 2
+        vals = point_sample(m[ids].to(device, torch.float32)[:, None], grid).squeeze(1)
+        out = torch.empty_like(vals).view(n, -1)
+        out[order] = vals.reshape(n, -1)
+        labels.append(out)
+    return torch.cat(labels)
+
+
 class SetCriterion(nn.Module):
     """Hungarian-matched losses over all prediction sets of a mask-transformer decoder.
 
@@ -92,6 +129,8 @@ class SetCriterion(nn.Module):
             denoising uses labels and boxes only).
         proposal_empty_gt: UOME targets of images without ground truth: "exclude" (corrected)
             or "seed" (all-zero targets after min–max of the fill value, spec §10 #7).
+        class_weights: CE weights of the K classes ("ce" class loss; ``MODEL.LOSS.CLASS_WEIGHTS``);
+            the no-object weight stays ``eos_coef``.
     """
 
     _LOSS_FNS = {"labels": "loss_labels", "masks": "loss_masks", "boxes": "loss_boxes"}
@@ -101,7 +140,7 @@ class SetCriterion(nn.Module):
                  importance_sample_ratio: float, class_loss: str = "ce", focal_alpha: float = 0.25,
                  focal_gamma: float = 2.0, deep_supervision: bool = True, single_matching: bool = False,
                  dn_enabled: bool = False, dn_losses: Optional[Sequence[str]] = None,
-                 proposal_empty_gt: str = "exclude"):
+                 proposal_empty_gt: str = "exclude", class_weights: Optional[Sequence[float]] = None):
         super().__init__()
         for loss in list(losses) + list(dn_losses or []):
             if loss not in self._LOSS_FNS:
@@ -127,6 +166,12 @@ class SetCriterion(nn.Module):
         self.dn_losses = list(losses if dn_losses is None else dn_losses)
         self.proposal_empty_gt = proposal_empty_gt
         empty_weight = torch.ones(num_classes + 1)
+        if class_weights is not None:
+            if class_loss != "ce" or len(class_weights) not in (num_classes, num_classes + 1):
+                raise ValueError(f"MODEL.LOSS.CLASS_WEIGHTS ({len(class_weights)} entries) for a mask-classification "
+                                 f"model needs the CE class loss and {num_classes} (or {num_classes + 1}) entries")
+            # a label-map list also weighs "no class" pixels: only the K class entries apply to queries
+            empty_weight[:num_classes] = torch.as_tensor([float(w) for w in class_weights[:num_classes]])
         empty_weight[-1] = eos_coef
         self.register_buffer("empty_weight", empty_weight, persistent=False)
 
@@ -180,15 +225,13 @@ class SetCriterion(nn.Module):
             zero = pred.sum() * 0.0
             return {"loss_mask": zero, "loss_dice": zero}
         tgt_masks = _pad_masks([t["masks"] for t in targets])
-        target_masks = torch.cat([m[J] for m, (_, J) in zip(tgt_masks, indices)]).to(pred.device).float()
         src_masks = src_masks[:, None]
-        target_masks = target_masks[:, None]
         with torch.no_grad():
             coords = get_uncertain_point_coords_with_randomness(
                 src_masks, calculate_uncertainty, self.num_points, self.oversample_ratio,
                 self.importance_sample_ratio,
             )
-            point_labels = point_sample(target_masks, coords).squeeze(1)
+            point_labels = _sample_matched_targets(tgt_masks, indices, coords)
         point_logits = point_sample(src_masks, coords).squeeze(1)
         return {
             "loss_mask": sigmoid_ce_loss(point_logits, point_labels, num_masks),

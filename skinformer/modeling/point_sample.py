@@ -27,7 +27,9 @@ def point_sample(input: torch.Tensor, point_coords: torch.Tensor, **kwargs) -> t
     if add_dim:
         point_coords = point_coords.unsqueeze(2)
     kwargs.setdefault("align_corners", False)
-    out = F.grid_sample(input, 2.0 * point_coords.to(input.dtype) - 1.0, **kwargs)
+    # [0, 1] -> [-1, 1] with one temporary (the oversampled point sets are tens of millions of values).
+    grid = point_coords.to(input.dtype) * 2.0
+    out = F.grid_sample(input, grid.sub_(1.0), **kwargs)
     if add_dim:
         out = out.squeeze(3)
     return out
@@ -66,8 +68,17 @@ def get_uncertain_point_coords_with_randomness(
     point_uncertainties = uncertainty_func(point_logits)
     num_uncertain = int(importance_sample_ratio * num_points)
     num_random = num_points - num_uncertain
-    idx = torch.topk(point_uncertainties[:, 0, :], k=num_uncertain, dim=1)[1]
-    point_coords = torch.gather(point_coords, 1, idx[:, :, None].expand(-1, -1, 2))
+    # The loss is a mean / sum over points, so their order does not matter: skip sorting the k
+    # selected points (half of topk's time). torch selects the same set either way (nth_element)
+    # unless k·64 <= n, where the sorted variant partial-sorts and may break ties differently.
+    keep_order = num_uncertain * 64 <= num_sampled
+    idx = torch.topk(point_uncertainties[:, 0, :], k=num_uncertain, dim=1, sorted=keep_order)[1]
+    if point_coords.dtype == torch.float32:
+        # Gather each (x, y) pair as one 64-bit word: a bit-exact copy, twice as fast as
+        # gathering two float32 columns through an expanded index.
+        point_coords = torch.gather(point_coords.view(torch.int64), 1, idx[:, :, None]).view(torch.float32)
+    else:
+        point_coords = torch.gather(point_coords, 1, idx[:, :, None].expand(-1, -1, 2))
     if num_random > 0:
         point_coords = torch.cat([point_coords, torch.rand(num_boxes, num_random, 2, device=device)], dim=1)
     return point_coords

@@ -237,6 +237,30 @@ def _build_key(kind: str, ops: Path, flags: List[str]) -> str:
     return digest.hexdigest()[:16]
 
 
+#: Typical one-off JIT build time of each kernel, announced before a build starts.
+BUILD_DURATION = {"cpu": "1-2 minutes", "cuda": "3-5 minutes"}
+
+
+def _stage_sources(kind: str, ops: Path, build_dir: Path) -> Path:
+    """Copy the sources (and headers) of ``kind`` to ``build_dir/src`` (only files that differ),
+    so the paths compiled are a function of the cache key alone. Returns that ``src`` directory."""
+    src_dir = build_dir / "src"
+    for rel in build.SOURCES[kind] + build.HEADERS:
+        data = (ops / rel).read_bytes()
+        dest = src_dir / rel
+        if dest.is_file() and dest.read_bytes() == data:
+            continue  # unchanged: keep the mtime so ninja sees nothing to do
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, dest)
+    return src_dir
+
+
+def _is_built(build_dir: Path, name: str) -> bool:
+    return any((build_dir / f"{name}{ext}").is_file() for ext in (".so", ".pyd"))
+
+
 def _first_error_lines(message: str, count: int = 6) -> str:
     lines = [line.strip() for line in message.splitlines() if line.strip()]
     errors = [line for line in lines if re.search(r"error|fatal", line, re.IGNORECASE)]
@@ -303,12 +327,22 @@ def _jit_build(kind: str) -> KernelStatus:
     name = f"{build.EXTENSION_NAMES[kind]}_{key[:8]}"
     try:
         build_dir.mkdir(parents=True, exist_ok=True)
-        logger.info("skinformer.ops: loading the %s kernel (building it once if needed) in %s",
-                    kind, build_dir)
+        # torch's build files (build.ninja) hold absolute source paths: compile copies kept
+        # inside the keyed directory, so every checkout or installed copy with the same sources
+        # writes byte-identical build files and reuses the binary instead of rebuilding it.
+        src_dir = _stage_sources(kind, ops, build_dir)
+        if not _is_built(build_dir, name):
+            logger.warning(
+                "skinformer.ops: building the %s deformable-attention kernel once in %s; this takes "
+                "about %s (later runs reuse it; set %s to share or move the cache)",
+                kind, build_dir, BUILD_DURATION[kind], build.CACHE_ENV,
+            )
+        else:
+            logger.info("skinformer.ops: loading the cached %s kernel from %s", kind, build_dir)
         module = cpp_extension.load(
             name=name,
-            sources=[str(ops / rel) for rel in build.SOURCES[kind]],
-            extra_include_paths=[str(ops / "csrc")],
+            sources=[str(src_dir / rel) for rel in build.SOURCES[kind]],
+            extra_include_paths=[str(src_dir / "csrc")],
             build_directory=str(build_dir),
             verbose=False,
             **extra,

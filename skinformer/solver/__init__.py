@@ -9,4 +9,14 @@ from .build import (
     maybe_add_gradient_clipping,
     reduce_param_groups,
 )
-from .lr_scheduler import LRMultiplier, PolyParamScheduler, WarmupParamScheduler
+from .epochs import apply_epoch_budgets, iters_per_epoch
+from .lr_scheduler import (
+    CosineRestartParamScheduler,
+    ExponentialParamScheduler,
+    LRMultiplier,
+    OneCycleParamScheduler,
+    PolyParamScheduler,
+    StepParamScheduler,
+    UnitParamScheduler,
+    WarmupParamScheduler,
+)

@@ -22,7 +22,16 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Set, Type
 import torch
 from fvcore.common.param_scheduler import CosineParamScheduler, MultiStepParamScheduler, ParamScheduler
 
-from .lr_scheduler import LRMultiplier, PolyParamScheduler, WarmupParamScheduler
+from .lr_scheduler import (
+    ConstantMultiplier,
+    CosineRestartParamScheduler,
+    ExponentialParamScheduler,
+    LRMultiplier,
+    OneCycleParamScheduler,
+    PolyParamScheduler,
+    StepParamScheduler,
+    WarmupParamScheduler,
+)
 
 __all__ = [
     "build_optimizer",
@@ -189,7 +198,18 @@ def _sgd(params, cfg):
                              "nesterov": cfg.SOLVER.NESTEROV}
 
 
-OPTIMIZERS: Dict[str, Callable] = {"ADAMW": _adamw, "ADAM": _adam, "SGD": _sgd}
+def _rmsprop(params, cfg):
+    return torch.optim.RMSprop, {"lr": cfg.SOLVER.BASE_LR, "momentum": cfg.SOLVER.MOMENTUM,
+                                 "alpha": cfg.SOLVER.RMSPROP_ALPHA, "eps": cfg.SOLVER.EPS}
+
+
+def _adagrad(params, cfg):
+    return torch.optim.Adagrad, {"lr": cfg.SOLVER.BASE_LR, "lr_decay": cfg.SOLVER.ADAGRAD_LR_DECAY,
+                                 "eps": cfg.SOLVER.EPS}
+
+
+OPTIMIZERS: Dict[str, Callable] = {"ADAMW": _adamw, "ADAM": _adam, "SGD": _sgd, "RMSPROP": _rmsprop,
+                                   "ADAGRAD": _adagrad}
 
 
 def build_optimizer(cfg, model: torch.nn.Module) -> torch.optim.Optimizer:
@@ -243,19 +263,71 @@ def _poly_schedule(cfg) -> ParamScheduler:
     return PolyParamScheduler(cfg.SOLVER.POLY_LR_POWER, cfg.SOLVER.POLY_LR_CONSTANT_ENDING)
 
 
-LR_SCHEDULERS: Dict[str, Callable[[Any], ParamScheduler]] = {
-    "WarmupMultiStepLR": _multistep_schedule,
-    "WarmupCosineLR": _cosine_schedule,
-    "WarmupPolyLR": _poly_schedule,
+def _step_schedule(cfg, unit: int) -> ParamScheduler:
+    return StepParamScheduler(cfg.SOLVER.MAX_ITER, cfg.SOLVER.STEP_SIZE, cfg.SOLVER.GAMMA, unit)
+
+
+def _exponential_schedule(cfg, unit: int) -> ParamScheduler:
+    return ExponentialParamScheduler(cfg.SOLVER.MAX_ITER, cfg.SOLVER.GAMMA, unit)
+
+
+def _cosine_restart_schedule(cfg, unit: int) -> ParamScheduler:
+    end_value = cfg.SOLVER.BASE_LR_END / cfg.SOLVER.BASE_LR if cfg.SOLVER.BASE_LR > 0 else 0.0
+    c = cfg.SOLVER.COSINE_RESTART
+    return CosineRestartParamScheduler(cfg.SOLVER.MAX_ITER, c.T_0, c.T_MULT, end_value, unit)
+
+
+def _one_cycle_schedule(cfg, unit: int) -> ParamScheduler:
+    c = cfg.SOLVER.ONE_CYCLE
+    return OneCycleParamScheduler(cfg.SOLVER.MAX_ITER, c.PCT_START, c.DIV_FACTOR, c.FINAL_DIV_FACTOR, unit,
+                                  c.BASE_MOMENTUM, c.MAX_MOMENTUM)
+
+
+def _plateau_schedule(cfg, unit: int) -> ParamScheduler:
+    # constant; the ReduceLROnPlateau hook lowers LRMultiplier.scale on the validation metric
+    if not cfg.SOLVER.PLATEAU.METRIC:
+        raise ValueError("SOLVER.LR_SCHEDULER_NAME 'ReduceLROnPlateau' needs SOLVER.PLATEAU.METRIC (a validation "
+                         "metric such as 'isic_task1/jaccard') and TEST.EVAL_PERIOD or TEST.EVAL_PERIOD_EPOCHS > 0")
+    return ConstantMultiplier()
+
+
+# name -> schedule from (cfg, iterations per step unit); the first three are per iteration by design
+LR_SCHEDULERS: Dict[str, Callable[[Any, int], ParamScheduler]] = {
+    "WarmupMultiStepLR": lambda cfg, unit: _multistep_schedule(cfg),
+    "WarmupCosineLR": lambda cfg, unit: _cosine_schedule(cfg),
+    "WarmupPolyLR": lambda cfg, unit: _poly_schedule(cfg),
+    "WarmupStepLR": _step_schedule,
+    "WarmupExponentialLR": _exponential_schedule,
+    "WarmupCosineRestartLR": _cosine_restart_schedule,
+    "OneCycleLR": _one_cycle_schedule,
+    "ReduceLROnPlateau": _plateau_schedule,
 }
 
+_STEP_UNITS = ("iter", "epoch")
 
-def build_lr_scheduler(cfg, optimizer: torch.optim.Optimizer) -> LRMultiplier:
-    """Per-iteration scheduler ``SOLVER.LR_SCHEDULER_NAME`` with ``SOLVER.WARMUP_*`` warmup."""
+
+def build_lr_scheduler(cfg, optimizer: torch.optim.Optimizer, iters_per_epoch: Optional[int] = None) -> LRMultiplier:
+    """Per-iteration scheduler ``SOLVER.LR_SCHEDULER_NAME`` with ``SOLVER.WARMUP_*`` warmup.
+
+    With ``SOLVER.SCHEDULER_STEP_UNIT "epoch"`` the step-based schedules (step, exponential,
+    cosine restarts, one-cycle) count ``STEP_SIZE`` / ``T_0`` / the one-cycle length in epochs
+    and hold the lr constant within an epoch; ``iters_per_epoch`` defaults to the training set's.
+    """
     name = cfg.SOLVER.LR_SCHEDULER_NAME
     if name not in LR_SCHEDULERS:
         raise ValueError(f"Unknown SOLVER.LR_SCHEDULER_NAME '{name}'; valid: {sorted(LR_SCHEDULERS)}")
-    sched = LR_SCHEDULERS[name](cfg)
+    unit_name = cfg.SOLVER.SCHEDULER_STEP_UNIT
+    if unit_name not in _STEP_UNITS:
+        raise ValueError(f"SOLVER.SCHEDULER_STEP_UNIT must be one of {_STEP_UNITS}, got '{unit_name}'")
+    unit = 1
+    if unit_name == "epoch":
+        from .epochs import iters_per_epoch as _ipe
+
+        unit = int(iters_per_epoch) if iters_per_epoch is not None else _ipe(cfg)
+    sched = LR_SCHEDULERS[name](cfg, unit)
+    momentum = None
+    if isinstance(sched, OneCycleParamScheduler) and cfg.SOLVER.ONE_CYCLE.CYCLE_MOMENTUM:
+        momentum = sched.momentum
     max_iter = cfg.SOLVER.MAX_ITER
     warmup_iters = cfg.SOLVER.WARMUP_ITERS
     if warmup_iters >= max_iter > 0:
@@ -269,4 +341,5 @@ def build_lr_scheduler(cfg, optimizer: torch.optim.Optimizer) -> LRMultiplier:
         sched = WarmupParamScheduler(
             sched, cfg.SOLVER.WARMUP_FACTOR, warmup_iters / max_iter, cfg.SOLVER.WARMUP_METHOD,
         )
-    return LRMultiplier(optimizer, multiplier=sched, max_iter=max_iter)
+    logger.info("LR scheduler %s%s", name, f" stepped per epoch ({unit} iterations)" if unit > 1 else "")
+    return LRMultiplier(optimizer, multiplier=sched, max_iter=max_iter, momentum=momentum)

@@ -2,13 +2,14 @@
 
 Prediction pixels are blended with their class colour (the metadata ``palette``); ground-truth
 regions are outlined with the complementary colour so they stay visible over the fill.
-Decision rules follow the model contract:
+Decision rules are the dataset's :class:`~skinformer.structures.LabelSpace` (threshold
+``TEST.THRESHOLD``, 0.5 by default):
 
 * semantic scores ``K×H×W``: if the dataset's background is a class, argmax over K; otherwise a
-  pixel gets ``argmax_c`` only where ``max_c score > 0.5`` (for K == 1: score > 0.5), else it is
-  background (label K, not drawn);
-* multi-label scores: every class thresholded on its own at 0.5 (overlapping fills);
-* instances: ``pred_masks`` with ``scores > 0.5``, coloured by ``pred_classes``.
+  pixel gets ``argmax_c`` only where ``max_c score > threshold``, else it is background (label K,
+  not drawn);
+* multi-label scores: every class thresholded on its own (overlapping fills);
+* instances: ``pred_masks`` with ``scores > threshold``, coloured by ``pred_classes``.
 """
 import colorsys
 import os
@@ -17,6 +18,8 @@ from typing import Dict, List, Sequence, Tuple
 import cv2
 import numpy as np
 import torch
+
+from skinformer.structures.label_space import DEFAULT_THRESHOLD, LabelSpace, labels_from_scores
 
 __all__ = [
     "default_palette",
@@ -44,16 +47,13 @@ def _to_numpy(x) -> np.ndarray:
     return x.detach().float().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
 
 
-def scores_to_label_map(scores, has_background_class: bool, threshold: float = 0.5) -> np.ndarray:
-    """``K×H×W`` scores -> ``H×W`` int64 labels in ``0..K`` (K = background-not-a-class)."""
-    s = _to_numpy(scores)
-    if s.ndim != 3:
-        raise ValueError(f"Expected semantic scores of shape K×H×W, got {s.shape}")
-    k = s.shape[0]
-    labels = s.argmax(axis=0).astype(np.int64)
-    if not has_background_class:
-        labels[s.max(axis=0) <= threshold] = k
-    return labels
+def scores_to_label_map(scores, has_background_class: bool, threshold: float = DEFAULT_THRESHOLD) -> np.ndarray:
+    """``K×H×W`` scores -> ``H×W`` int64 labels in ``0..K`` (K = background-not-a-class); the
+    label space's decision rule on arrays."""
+    s = torch.as_tensor(_to_numpy(scores))
+    if s.dim() != 3:
+        raise ValueError(f"Expected semantic scores of shape K×H×W, got {tuple(s.shape)}")
+    return labels_from_scores(s, has_background_class, threshold).numpy().astype(np.int64)
 
 
 def label_map_to_masks(labels: np.ndarray, num_classes: int) -> np.ndarray:
@@ -98,35 +98,38 @@ class Visualizer:
     """Draw model outputs over the original image using a dataset's metadata.
 
     Args:
-        metadata: object with ``classes`` and optionally ``palette``, ``has_background_class``,
-            ``ignore_label`` (a :class:`skinformer.data.catalog.Metadata`).
+        metadata: a :class:`skinformer.data.catalog.Metadata` (``classes``, optionally ``palette``
+            and the label-space fields), or a :class:`~skinformer.structures.LabelSpace`.
         multi_label: treat ``sem_seg`` outputs as independent per-class maps.
         alpha: fill opacity.
+        threshold: decision threshold (``TEST.THRESHOLD``).
     """
 
-    def __init__(self, metadata, multi_label: bool = False, alpha: float = 0.5, threshold: float = 0.5):
+    def __init__(self, metadata, multi_label: bool = False, alpha: float = 0.5, threshold: float = DEFAULT_THRESHOLD):
         get = metadata.get if hasattr(metadata, "get") else (lambda k, d=None: getattr(metadata, k, d))
         self.classes = list(get("classes", []) or [])
+        if isinstance(metadata, LabelSpace):
+            space = metadata
+        else:
+            space = LabelSpace.from_metadata({**(metadata.as_dict() if hasattr(metadata, "as_dict") else
+                                                 {"palette": get("palette", None)}),
+                                              "classes": self.classes})
+        self.label_space = LabelSpace.from_metadata(space, threshold=threshold,
+                                                    multi_label=bool(multi_label) or space.multi_label)
         self.num_classes = len(self.classes)
         palette = get("palette", None) or default_palette(self.num_classes)
         self.palette = [tuple(int(c) for c in p) for p in palette]
         if len(self.palette) < self.num_classes:
             self.palette += default_palette(self.num_classes)[len(self.palette):]
-        self.has_background_class = bool(get("has_background_class", False))
-        self.ignore_label = get("ignore_label", 255)
-        self.multi_label = multi_label
+        self.ignore_label = self.label_space.ignore_label
+        self.multi_label = self.label_space.multi_label
         self.alpha = alpha
-        self.threshold = threshold
+        self.threshold = self.label_space.threshold
 
     def prediction_masks(self, prediction: Dict, hw: Tuple[int, int]) -> Tuple[np.ndarray, List[Color]]:
         """Bool ``N×H×W`` masks and their colours for a model output dict."""
         if "sem_seg" in prediction:
-            scores = _to_numpy(prediction["sem_seg"])
-            if self.multi_label:
-                masks = scores > self.threshold
-            else:
-                masks = label_map_to_masks(scores_to_label_map(scores, self.has_background_class, self.threshold),
-                                           scores.shape[0])
+            masks = self.label_space.masks_from_scores(torch.as_tensor(_to_numpy(prediction["sem_seg"]))).numpy()
             colors = [self.palette[i % len(self.palette)] for i in range(masks.shape[0])]
         elif "instances" in prediction:
             inst = prediction["instances"]

@@ -212,6 +212,10 @@ def _task2(root, ids=("ISIC_0000000", "ISIC_0000001")):
     for a in isic.ISIC2018_TASK2_ATTRIBUTES:
         _mask(os.path.join(base, "ISIC2018_Task2_Validation_GroundTruth", f"ISIC_0000050_attribute_{a}.png"),
               np.zeros((20, 24), bool))
+    _img(os.path.join(base, "ISIC2018_Task1-2_Test_Input", "ISIC_0000070.jpg"))
+    for a in isic.ISIC2018_TASK2_ATTRIBUTES:
+        _mask(os.path.join(base, "ISIC2018_Task2_Test_GroundTruth", f"ISIC_0000070_attribute_{a}.png"),
+              np.zeros((20, 24), bool))
     return base
 
 
@@ -226,6 +230,9 @@ def test_isic2018_task2_dicts_and_metadata(tmp_path, use_root):
     files = dicts[0]["label_file_names"]
     assert [os.path.basename(f) for f in files] == [f"ISIC_0000000_attribute_{a}.png" for a in meta.classes]
     assert len(DatasetCatalog.get("isic2018_task2_val")) == 1
+    test = DatasetCatalog.get("isic2018_task2_test")
+    assert [d["image_id"] for d in test] == ["ISIC_0000070"]
+    assert MetadataCatalog.get("isic2018_task2_test").evaluator_type == "isic_task2"
 
     cfg = get_cfg()
     cfg.DATASETS.TRAIN = ("isic2018_task2_train",)
@@ -329,7 +336,8 @@ def test_prepare_isic_installs_official_zips_and_checks(tmp_path, monkeypatch, c
     staging = tmp_path / "staging"
     base = _isic2018(staging)
     for gt, ids in (("ISIC2018_Task2_Training_GroundTruth_v3", ["ISIC_0000000", "ISIC_0000001", "ISIC_0000002"]),
-                    ("ISIC2018_Task2_Validation_GroundTruth", ["ISIC_0000010"])):
+                    ("ISIC2018_Task2_Validation_GroundTruth", ["ISIC_0000010"]),
+                    ("ISIC2018_Task2_Test_GroundTruth", ["ISIC_0000020", "ISIC_0000021"])):
         for i in ids:
             for a in isic.ISIC2018_TASK2_ATTRIBUTES:
                 _mask(os.path.join(base, gt, f"{i}_attribute_{a}.png"), _fg() if a == "streaks" else ~_fg())
@@ -341,7 +349,7 @@ def test_prepare_isic_installs_official_zips_and_checks(tmp_path, monkeypatch, c
     root = tmp_path / "root"
     assert prep.main(["--year", "2018", "--download", str(dl), "--root", str(root), "--check", "-1"]) == 0
     out = capsys.readouterr().out
-    assert "isic_sem_seg_train" in out and "isic2018_task2_val" in out and "ERROR" not in out
+    assert "isic_sem_seg_train" in out and "isic2018_task2_test" in out and "ERROR" not in out
     assert len(isic.load_isic_task1(str(root), "2018", "train")) == 3
     # a broken file makes the check fail and names it
     with open(root / "isic2018" / "ISIC2018_Task1_Test_GroundTruth" / "ISIC_0000021_segmentation.png", "wb") as f:

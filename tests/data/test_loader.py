@@ -195,3 +195,44 @@ def test_get_dataset_dicts(registered):
         get_dataset_dicts("ld_empty")
     with pytest.raises(ValueError, match="different classes"):
         get_dataset_dicts(["ld_a", "ld_c"])
+
+
+def _size_mismatch(dicts, tmp_path, i):
+    small = tmp_path / f"small{i}.png"
+    Image.fromarray(np.zeros((5, 5), np.uint8)).save(small)
+    return dict(dicts[i], sem_seg_file_name=str(small))
+
+
+def test_size_mismatch_is_skipped_like_unreadable_and_counted(dicts, tmp_path, caplog):
+    """One policy for every kind of bad sample: skip with a warning, count, report at the end."""
+    broken = [dict(d) for d in dicts]
+    broken[2] = _size_mismatch(dicts, tmp_path, 2)
+    unreadable = tmp_path / "bad.png"
+    unreadable.write_bytes(b"not an image")
+    broken[6]["file_name"] = str(unreadable)
+    loader = TrainLoader(broken, _mapper(), batch_size=5, seed=0, max_bad_samples=5)
+    with caplog.at_level(logging.WARNING):
+        batches = _take(iter(loader), 4)  # two epochs: both bad samples are met
+    names = [d["file_name"] for b in batches for d in b]
+    assert len(names) == 20 and str(unreadable) not in names and broken[2]["file_name"] not in names
+    assert set(loader.bad_samples) == {broken[2]["file_name"], str(unreadable)}
+    assert "size mismatch" in loader.bad_samples[broken[2]["file_name"]]
+    with caplog.at_level(logging.WARNING):
+        assert loader.report_bad_samples() == 2
+    assert "2 bad training sample(s) were skipped" in caplog.records[-1].getMessage()
+    # same stream with loader workers
+    _same(_take(iter(TrainLoader(broken, _mapper(), batch_size=5, seed=0, num_workers=2)), 4), batches)
+
+
+def test_too_many_bad_samples_stop_training(dicts, tmp_path):
+    broken = [_size_mismatch(dicts, tmp_path, i) if i < 3 else dict(d) for i, d in enumerate(dicts)]
+    with pytest.raises(RuntimeError, match=r"3 bad training samples exceed DATALOADER.MAX_BAD_SAMPLES \(2\)"):
+        _take(iter(TrainLoader(broken, _mapper(), batch_size=5, seed=0, max_bad_samples=2)), 4)
+
+
+def test_max_bad_samples_config_key(dicts):
+    cfg = get_cfg()
+    cfg.SOLVER.IMS_PER_BATCH = 2
+    cfg.DATALOADER.NUM_WORKERS = 0
+    cfg.DATALOADER.MAX_BAD_SAMPLES = 7
+    assert build_train_loader(cfg, mapper=_mapper(), dataset=dicts).max_bad_samples == 7

@@ -87,3 +87,72 @@ def test_truncated_and_missing_images(tmp_path):
 
 def test_empty_mask_is_valid():
     assert decode_binary(np.zeros((3, 3), np.uint8)).sum() == 0
+
+
+# --- every bit depth is read, scaled to 8 bit, never clipped (one reader for training, validator, prediction)
+def test_16bit_grey_png_is_scaled_not_clipped(tmp_path):
+    ramp = np.linspace(0, 65535, 64, dtype=np.uint16).reshape(8, 8)
+    p = str(tmp_path / "img16.png")
+    Image.fromarray(ramp).save(p)
+    img = read_image(p)
+    assert img.dtype == np.uint8 and img.shape == (8, 8, 3)
+    expected = np.rint(ramp / 257.0).astype(np.uint8)
+    assert (img[:, :, 0] == expected).all()
+    assert len(np.unique(img)) > 32  # a clipped read is almost all 255 (a white square)
+
+
+def test_16bit_rgb_png_is_scaled(tmp_path):
+    cv2 = pytest.importorskip("cv2")
+    rgb16 = np.zeros((4, 5, 3), np.uint16)
+    rgb16[..., 0] = 65535
+    rgb16[..., 1] = 32896  # 128 * 257
+    p = str(tmp_path / "rgb16.png")
+    cv2.imwrite(p, rgb16[:, :, ::-1])  # OpenCV writes BGR
+    img = read_image(p)
+    assert (img[..., 0] == 255).all() and (abs(img[..., 1].astype(int) - 128) <= 1).all() and (img[..., 2] == 0).all()
+
+
+def test_float_and_32bit_images(tmp_path):
+    unit = np.linspace(0, 1, 16, dtype=np.float32).reshape(4, 4)
+    p = str(tmp_path / "f.tiff")
+    Image.fromarray(unit, mode="F").save(p)
+    assert (read_image(p)[:, :, 0] == np.rint(unit * 255).astype(np.uint8)).all()
+    big = str(tmp_path / "big.tiff")
+    Image.fromarray(unit * 1000, mode="F").save(big)
+    with pytest.raises(DataFileError, match=r"big\.tiff.*float image.*\[0, 1\] or \[0, 255\]"):
+        read_image(big)
+    i32 = str(tmp_path / "i32.tiff")
+    Image.fromarray((unit * 65535).astype(np.int32), mode="I").save(i32)
+    assert (read_image(i32)[:, :, 0] == np.rint(unit * 255).astype(np.uint8)).all()
+
+
+def test_validator_sees_bit_depth_and_colour_masks_as_training_does(tmp_path):
+    from skinformer.data.validation import validate_dataset_dicts
+
+    bad = str(tmp_path / "hdr.tiff")
+    Image.fromarray(np.full((6, 6), 4000.0, np.float32), mode="F").save(bad)
+    red = np.zeros((6, 6, 3), np.uint8)
+    red[2:4, 2:4, 0] = 255
+    m = _save(tmp_path / "red.png", red)
+    report = validate_dataset_dicts([{"file_name": bad, "sem_seg_file_name": m, "height": 6, "width": 6}],
+                                    _meta(), progress=False)
+    assert [f for f, _ in report.errors["unreadable_image"]] == [bad]  # not a silent white square
+    assert not report.notes.get("empty_mask")  # the red lesion is foreground
+
+
+# --- colour binary masks: any colour is foreground (one decoder for training, validator, evaluate.py)
+def test_pure_red_binary_mask_is_foreground(tmp_path):
+    rgb = np.zeros((6, 6, 3), np.uint8)
+    rgb[1:4, 1:4, 0] = 255  # pure red lesion: channel mean 85, luma 76
+    p = _save(tmp_path / "red.png", rgb)
+    lab = read_sem_seg(p, _meta())
+    assert (lab[1:4, 1:4] == 0).all() and lab.sum() == 36 - 9  # lesion = class 0, rest background (1)
+    assert decode_binary(rgb).sum() == 9
+
+
+def test_label_map_as_binary_mask_is_an_error(tmp_path):
+    p = _save(tmp_path / "labels.png", np.array([[0, 1], [2, 2]], np.uint8))
+    with pytest.raises(DataFileError, match=r"labels\.png.*\[0, 1, 2\]"):
+        read_sem_seg(p, _meta())
+    soft = _save(tmp_path / "soft.png", np.array([[0, 60], [200, 255]], np.uint8))
+    assert (read_sem_seg(soft, _meta()) == np.array([[1, 1], [0, 0]])).all()

@@ -182,6 +182,15 @@ def test_visualize_writes_overlays(tmp_path, tiny_lesion):
     img = cv2.imread(paths[0])
     assert img is not None and img.shape[:2] == (64, 64)
     assert model.training  # mode restored
+    # the overlays are logged to TensorBoard too
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path), size_guidance={"images": 0})
+    events.Reload()
+    stems = {os.path.splitext(os.path.basename(p))[0] for p in paths}
+    assert set(events.Tags()["images"]) == {f"vis/{s}" for s in stems}
+    logged = events.Images(f"vis/{sorted(stems)[0]}")[0]
+    assert (logged.width, logged.height) == (64, 64)
 
 
 # ------------------------------------------------------------------------------------------

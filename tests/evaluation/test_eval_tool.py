@@ -146,3 +146,37 @@ def test_sem_seg(tool, tmp_path):
         tool.run(tool.build_parser().parse_args(args[:-2] + ["--has-background-class"]))
     with pytest.raises(tool.MaskFolderError, match="--num-classes"):
         tool.run(tool.build_parser().parse_args(["--gt-dir", str(gt), "--pred-dir", str(pred), "--metric", "sem_seg"]))
+
+
+def test_identical_names_pair_without_pred_suffix(tool, tmp_path):
+    """ISIC submission names equal the ground-truth names: they pair by default."""
+    gt, pred = tmp_path / "gt", tmp_path / "pred"
+    for key in ("ISIC_0000001", "ISIC_0000002"):
+        write_mask(gt / f"{key}_segmentation.png", rect(4, 6, 0, 2, 0, 6))
+        write_mask(pred / f"{key}_segmentation.png", rect(4, 6, 0, 2, 0, 6))
+    rep = tool.run(tool.build_parser().parse_args(["--gt-dir", str(gt), "--pred-dir", str(pred),
+                                                   "--metric", "isic_task1"]))
+    assert rep["num_images"] == 2 and rep["results"]["jaccard"] == pytest.approx(1.0)
+
+
+def test_red_colour_masks_are_foreground(tool, tmp_path):
+    gt, pred = tmp_path / "gt", tmp_path / "pred"
+    red = np.zeros((4, 6, 3), np.uint8)
+    red[:2, :, 0] = 255
+    write_mask(gt / "a_segmentation.png", red)
+    write_mask(pred / "a.png", rect(4, 6, 0, 2, 0, 6))
+    rep = tool.run(tool.build_parser().parse_args(["--gt-dir", str(gt), "--pred-dir", str(pred),
+                                                   "--metric", "binary_pooled"]))
+    assert rep["results"]["iou"] == pytest.approx(1.0)
+
+
+def test_label_map_prediction_is_an_error_naming_file_and_values(tool, tmp_path, capsys):
+    gt, pred = tmp_path / "gt", tmp_path / "pred"
+    write_mask(gt / "a_segmentation.png", rect(4, 6, 0, 2, 0, 6))
+    bad = write_mask(pred / "a.png", np.array([[0, 1, 2, 2, 0, 0]] * 4, np.uint8))
+    assert tool.main(["--gt-dir", str(gt), "--pred-dir", str(pred), "--metric", "isic_task1"]) == 2
+    err = capsys.readouterr().err
+    assert bad in err and "[0, 1, 2]" in err
+    # soft grey maps stay accepted
+    write_mask(pred / "a.png", np.array([[200, 180, 255, 130, 0, 0]] * 2 + [[10, 0, 60, 0, 0, 0]] * 2, np.uint8))
+    assert tool.main(["--gt-dir", str(gt), "--pred-dir", str(pred), "--metric", "isic_task1"]) == 0

@@ -241,9 +241,11 @@ def test_r50_simaskformer_size_matches_the_seed():
 
 @pytest.mark.parametrize("rel", [
     "quickstart/simaskformer_tiny_synthetic.yaml",
-    "isic2017/semantic-segmentation/simaskformer_R18_cpu_256.yaml",
-    "isic2017/semantic-segmentation/maskformer2_R18_cpu_256.yaml",
-    "isic2017/semantic-segmentation/per_pixel_R18_cpu_256.yaml",
+    "isic2017/semantic-segmentation/simaskformer_lite0_cpu_256.yaml",
+    "isic2017/semantic-segmentation/maskformer2_lite0_cpu_256.yaml",
+    "isic2017/semantic-segmentation/fpn_lite0_cpu_256.yaml",
+    "isic2017/semantic-segmentation/deeplabv3plus_lite0_cpu_256.yaml",
+    "isic2017/semantic-segmentation/unet_lite0_cpu_256.yaml",
 ])
 def test_cpu_configs_build(rel):
     from skinformer.config import get_cfg

@@ -3,9 +3,9 @@ import pytest
 import torch
 
 from skinformer.config import get_cfg
-from skinformer.modeling import build_model
+from skinformer.modeling import build_loss, build_model
 from skinformer.modeling.meta_arch import META_ARCH_REGISTRY, PerPixelSegmentor
-from skinformer.modeling.per_pixel_losses import PER_PIXEL_LOSSES
+from skinformer.modeling.losses import LEGACY_LOSS_TYPES
 
 
 def _cfg(num_classes=1, head="FPNHead", loss="ce+dice"):
@@ -56,7 +56,7 @@ def test_train_and_inference(head, num_classes):
         assert (s.sum(0) <= 1 + 1e-5).all()
 
 
-@pytest.mark.parametrize("loss_type", sorted(PER_PIXEL_LOSSES))
+@pytest.mark.parametrize("loss_type", sorted(LEGACY_LOSS_TYPES))
 def test_every_loss_type_is_finite_and_weighted(loss_type):
     torch.manual_seed(0)
     cfg = _cfg(2, loss=loss_type)
@@ -74,22 +74,23 @@ def test_every_loss_type_is_finite_and_weighted(loss_type):
         torch.testing.assert_close(losses2[k], 2 * losses[k])
 
 
-@pytest.mark.parametrize("loss_type", sorted(PER_PIXEL_LOSSES))
+@pytest.mark.parametrize("loss_type", sorted(LEGACY_LOSS_TYPES))
 def test_ignored_pixels_do_not_contribute(loss_type):
     torch.manual_seed(0)
     k = 2
     logits = torch.randn(2, k + 1, 16, 16, requires_grad=True)
     target = torch.randint(0, k + 1, (2, 16, 16))
     target[:, :8] = 255
-    label_masks = torch.stack([target == c for c in range(k)], 1).float()
-    total = sum(fn(logits, target, 255, label_masks, 2.0) for fn, _ in PER_PIXEL_LOSSES[loss_type].values())
+    cfg = _cfg(k, loss=loss_type)
+    loss = build_loss(cfg)
+    total = sum(loss(logits, target).values())
     total.backward()
     assert logits.grad[:, :, :8].abs().max() == 0
     assert logits.grad[:, :, 8:].abs().max() > 0
     # Changing the predictions under ignored pixels changes nothing.
     other = logits.detach().clone()
     other[:, :, :8] = torch.randn_like(other[:, :, :8]) * 10
-    total2 = sum(fn(other, target, 255, label_masks, 2.0) for fn, _ in PER_PIXEL_LOSSES[loss_type].values())
+    total2 = sum(loss(other, target).values())
     torch.testing.assert_close(total2, total.detach())
 
 

@@ -193,3 +193,76 @@ def test_cuda_source_compiles(tmp_path):
             pytest.skip(f"CUDA header {header} not found: install the CUDA toolkit's headers")
     assert result.returncode == 0, result.stderr[-4000:]
     assert (tmp_path / "msda_cuda.o").stat().st_size > 0
+
+
+def _two_checkouts(tmp_path):
+    roots = []
+    for name in ("checkout_a", "checkout_b"):
+        root = tmp_path / name / "ops"
+        shutil.copytree(REPO / "ops" / "csrc", root / "csrc")
+        roots.append(root)
+    return roots
+
+
+def test_jit_build_is_keyed_by_what_the_build_files_hold(fresh_loader, tmp_path, caplog):
+    """Two checkouts with the same sources: the compiled paths live in the keyed cache dir, the
+    first load announces a build with its expected duration, the second one reuses it."""
+    if loader.cxx_compiler() is None:
+        pytest.skip("no C++ compiler")
+    from torch.utils import cpp_extension
+
+    if not cpp_extension.is_ninja_available():
+        pytest.skip("ninja is not installed")
+    calls = []
+
+    def fake_load(name, sources, extra_include_paths, build_directory, **kw):
+        calls.append((name, list(sources), list(extra_include_paths), build_directory))
+        (Path(build_directory) / f"{name}.so").write_bytes(b"")
+        return "module"
+
+    fresh_loader.setattr(cpp_extension, "load", fake_load)
+    fresh_loader.setitem(build.PREBUILT_MODULES, "cpu", "skinformer._no_such_prebuilt")
+    fresh_loader.setenv("SKINFORMER_OPS_CACHE", str(tmp_path / "cache"))
+    a, b = _two_checkouts(tmp_path)
+    logs = []
+    for root in (a, b):
+        ops.reset()
+        fresh_loader.setenv("SKINFORMER_OPS_SOURCES", str(root))
+        caplog.clear()
+        with caplog.at_level("INFO", logger="skinformer.ops.loader"):
+            assert ops.load_kernel("cpu").available
+        logs.append(caplog.text)
+    assert calls[0] == calls[1]  # identical arguments -> identical build.ninja
+    name, sources, includes, build_dir = calls[0]
+    for path in sources + includes:
+        assert Path(path).is_relative_to(build_dir) and str(tmp_path / "checkout_") not in path
+    assert "building the cpu deformable-attention kernel once" in logs[0] and "1-2 minutes" in logs[0]
+    assert "building" not in logs[1] and "loading the cached cpu kernel" in logs[1]
+    # A change of the sources is a new key, hence a new directory (and a new build).
+    (b / "csrc" / "ms_deform_attn.h").write_text((b / "csrc" / "ms_deform_attn.h").read_text() + "\n// changed\n")
+    ops.reset()
+    assert ops.load_kernel("cpu").available
+    assert calls[2][3] != build_dir
+
+
+@pytest.mark.slow
+def test_two_checkouts_share_one_real_build(tmp_path):
+    """Real ninja builds: loading from checkout b after checkout a rebuilds nothing."""
+    if loader.cxx_compiler() is None:
+        pytest.skip("no C++ compiler")
+    a, b = _two_checkouts(tmp_path)
+    code = ("import logging, sys; logging.basicConfig(level=logging.INFO, stream=sys.stdout);"
+            "from skinformer import ops; s = ops.load_kernel('cpu'); print('ORIGIN', s.origin, s.reason)")
+    outs = []
+    for root in (a, b, a):
+        env = dict(os.environ, SKINFORMER_OPS_SOURCES=str(root), SKINFORMER_OPS_CACHE=str(tmp_path / "cache"))
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=900, cwd=REPO,
+                           env=env)
+        assert "ORIGIN jit" in r.stdout, r.stdout + r.stderr
+        outs.append(r.stdout)
+        if len(outs) == 1:
+            so = next(Path(r.stdout.split("ORIGIN jit ")[1].split()[0]).glob("*.so"))
+            mtime = so.stat().st_mtime_ns
+    assert "building the cpu" in outs[0]
+    assert all("building the cpu" not in o for o in outs[1:])
+    assert so.stat().st_mtime_ns == mtime

@@ -5,12 +5,18 @@
   ``isic2016_sem_seg_{train,test}``. Each year accepts its official folders, or a simple layout
   ``images/``, ``masks/``, ``splits/{split}.txt`` (the layout of the shared ISIC 2017 copy);
   ISIC 2018 also accepts SiMaskFormer's split lists ``isic2018_sem_{split}.json``.
-* ISIC 2018 Task 2 attributes ``isic2018_task2_{train,val}``: five overlapping binary masks per
+* ISIC 2018 Task 2 attributes ``isic2018_task2_{train,val,test}``: five overlapping binary masks per
   image, dicts carry ``label_file_names`` in :data:`ISIC2018_TASK2_ATTRIBUTES` order.
+* ISIC 2017 Task 1 scored at the original resolution (``datasets/README.md``, "ISIC 2017 at the
+  original resolution"): ``isic2017_sem_seg_val_fullres`` (the fixed-size copies in ``images/`` with
+  the official masks ``masks_original/`` as ground truth; predictions are resized to the mask size
+  by the evaluator) and ``isic2017_fullres_sem_seg_val`` (original images and masks in
+  ``isic2017_fullres/``).
 * ISIC 2017 Part 2 with MATLAB index maps (the U-Net + ASPP seed project's variant):
   ``isic2017_part2_mat_{train,val,test}``, 7 classes including background.
 
-Folders under ``$SKINFORMER_DATASETS``: ``isic2018/``, ``isic2017/``, ``isic2016/``, ``isic2017_part2/``.
+Folders under ``$SKINFORMER_DATASETS``: ``isic2018/``, ``isic2017/``, ``isic2016/``, ``isic2017_part2/``,
+``isic2017_fullres/``.
 """
 import os
 from typing import Dict, List, Optional, Tuple
@@ -24,7 +30,8 @@ from .utils import require_path
 __all__ = [
     "ISIC_TASK1_METADATA", "ISIC2018_TASK2_ATTRIBUTES", "ISIC2018_TASK2_METADATA", "ISIC2017_PART2_CLASSES",
     "ISIC2017_PART2_METADATA", "ISIC_TASK1_YEARS", "load_isic_task1", "load_isic2018_task2",
-    "load_isic2017_part2_mat", "register_isic_task1", "register_isic2018_task2", "register_isic2017_part2_mat",
+    "load_isic2017_part2_mat", "load_isic2017_val_fullres", "load_isic2017_fullres", "register_isic_task1",
+    "register_isic2017_fullres", "register_isic2018_task2", "register_isic2017_part2_mat",
     "register_all_isic", "builtin_names",
 ]
 
@@ -113,12 +120,52 @@ def load_isic_task1(root: str, year: str, split: str, dataset_name: Optional[str
 
 
 # ---------------------------------------------------------------------------------------------
+# ISIC 2017 Task 1 at the original resolution
+# ---------------------------------------------------------------------------------------------
+# Scoring a model on the fixed-size copy only says how it does on squashed 256-px images; these
+# two datasets score it against the official masks at their own resolution.
+ISIC2017_VAL_FULLRES_METADATA = dict(ISIC_TASK1_METADATA, resize_predictions_to_gt=True)
+
+
+def load_isic2017_val_fullres(root: str, split: str = "val", dataset_name: Optional[str] = None) -> List[Dict]:
+    """``isic2017/images/`` (the stored fixed-size copies) paired with ``isic2017/masks_original/``
+    (the official masks, larger and of another aspect ratio) for the ids of ``splits/{split}.txt``.
+    ``height``/``width`` are the image's; the evaluator resizes predictions to the mask."""
+    name = dataset_name or f"isic2017_sem_seg_{split}_fullres"
+    base = os.path.join(root, "isic2017")
+    hint = (f"isic2017/images/ISIC_xxxxxxx.jpg + isic2017/masks_original/ISIC_xxxxxxx{_SIMPLE_MASK_SUFFIX} + "
+            f"isic2017/splits/{split}.txt; datasets/README.md section 'ISIC 2017 at the original resolution'")
+    require_path(base, name, hint)
+    ids = read_split_file(os.path.join(base, "splits", f"{split}.txt"), name, hint)
+    return load_sem_seg_pairs(
+        os.path.join(base, "images"), os.path.join(base, "masks_original"), dataset_name=name, layout_hint=hint,
+        image_pattern=_ISIC_ID + r"\.jpg", mask_name=lambda i: i + _SIMPLE_MASK_SUFFIX, ids=ids,
+        check_sizes=False,  # the masks are at the original resolution by design
+    )
+
+
+def load_isic2017_fullres(root: str, dataset_name: Optional[str] = None) -> List[Dict]:
+    """Every ``isic2017_fullres/images/ISIC_xxxxxxx.jpg`` with ``masks/ISIC_xxxxxxx_segmentation.png``
+    of the same size (original ISIC 2017 validation images)."""
+    name = dataset_name or "isic2017_fullres_sem_seg_val"
+    base = os.path.join(root, "isic2017_fullres")
+    hint = (f"isic2017_fullres/images/ISIC_xxxxxxx.jpg + isic2017_fullres/masks/ISIC_xxxxxxx{_SIMPLE_MASK_SUFFIX}; "
+            "datasets/README.md section 'ISIC 2017 at the original resolution'")
+    return load_sem_seg_pairs(
+        os.path.join(base, "images"), os.path.join(base, "masks"), dataset_name=name, layout_hint=hint,
+        image_pattern=_ISIC_ID + r"\.jpg", mask_name=lambda i: i + _SIMPLE_MASK_SUFFIX,
+        mask_pattern=_ISIC_ID + _SIMPLE_MASK_SUFFIX.replace(".", r"\."),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
 # ISIC 2018 Task 2
 # ---------------------------------------------------------------------------------------------
 _TASK2_SPLITS = {  # split -> (image folder, accepted ground-truth folder names)
     "train": ("ISIC2018_Task1-2_Training_Input",
               ("ISIC2018_Task2_Training_GroundTruth_v3", "ISIC2018_Task2_Training_GroundTruth")),
     "val": ("ISIC2018_Task1-2_Validation_Input", ("ISIC2018_Task2_Validation_GroundTruth",)),
+    "test": ("ISIC2018_Task1-2_Test_Input", ("ISIC2018_Task2_Test_GroundTruth",)),
 }
 
 
@@ -219,6 +266,13 @@ def register_isic_task1(root: str) -> None:
                       root=os.path.join(root, folder))
 
 
+def register_isic2017_fullres(root: str) -> None:
+    _register("isic2017_sem_seg_val_fullres", lambda: load_isic2017_val_fullres(root, "val"),
+              ISIC2017_VAL_FULLRES_METADATA, root=os.path.join(root, "isic2017"))
+    _register("isic2017_fullres_sem_seg_val", lambda: load_isic2017_fullres(root), ISIC_TASK1_METADATA,
+              root=os.path.join(root, "isic2017_fullres"))
+
+
 def register_isic2018_task2(root: str) -> None:
     for split in _TASK2_SPLITS:
         name = f"isic2018_task2_{split}"
@@ -235,12 +289,14 @@ def register_isic2017_part2_mat(root: str) -> None:
 
 def register_all_isic(root: str) -> None:
     register_isic_task1(root)
+    register_isic2017_fullres(root)
     register_isic2018_task2(root)
     register_isic2017_part2_mat(root)
 
 
 def builtin_names() -> List[str]:
     names = [f"{prefix}_{s}" for _, prefix, splits, _ in ISIC_TASK1_YEARS.values() for s in splits]
+    names += ["isic2017_sem_seg_val_fullres", "isic2017_fullres_sem_seg_val"]
     names += [f"isic2018_task2_{s}" for s in _TASK2_SPLITS]
     names += [f"isic2017_part2_mat_{s}" for s in ("train", "val", "test")]
     return names

@@ -19,7 +19,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from skinformer.data.catalog import DatasetCatalog, MetadataCatalog
-from skinformer.data.mask_io import decode_binary, read_mask_array
+from skinformer.data.mask_io import read_binary_mask
 
 from .coco import BBOX_MODE_XYWH_ABS, load_coco_json, load_sem_seg_pairs, read_split_file
 from .polyp import POLYP_SEM_SEG_METADATA
@@ -69,7 +69,7 @@ def instances_from_mask(mask_file: str, min_area: int = MIN_INSTANCE_AREA, categ
     import cv2  # imported here: importing the builtin table must stay cheap
     from pycocotools import mask as mask_util
 
-    fg = decode_binary(read_mask_array(mask_file), mask_file).astype(np.uint8)
+    fg = read_binary_mask(mask_file).astype(np.uint8)
     n, labels, stats, _ = cv2.connectedComponentsWithStats(fg, connectivity=8)
     anns = []
     for k in range(1, n):

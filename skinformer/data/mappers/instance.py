@@ -20,6 +20,7 @@ from skinformer.data.common import (
     metadata_table,
     read_or_skip,
 )
+from skinformer.data.decode_cache import cached_read
 from skinformer.data.mask_io import DataFileError, read_image
 from skinformer.data.transforms import AugmentationList, build_lsj_augmentation
 from skinformer.structures import polygons_to_bitmask
@@ -92,7 +93,12 @@ class InstanceMapper:
       ``gt_boxes`` (xyxy pixels, tight around the transformed masks). Crowd annotations are dropped and
       instances left empty by the augmentation (cropped away) are removed;
     * ``height``, ``width``: ORIGINAL image size.
+
+    ``decode_cache``: as in :class:`~skinformer.data.mappers.SemanticMapper` (the image only;
+    polygons are rasterised per sample).
     """
+
+    decode_cache = None
 
     @configurable
     def __init__(self, is_train: bool = True, *, augmentations: List, metadata=None, image_format: str = "RGB",
@@ -133,7 +139,9 @@ class InstanceMapper:
         file_name = dataset_dict["file_name"]
         if "annotations" not in dataset_dict:
             raise KeyError(f"InstanceMapper: dataset dict of {file_name} has no 'annotations'")
-        image = read_or_skip(lambda: read_image(file_name, format=self.image_format), file_name, self.is_train)
+        image = read_or_skip(lambda: cached_read(self.decode_cache, ("image", file_name, self.image_format),
+                                                 lambda: read_image(file_name, format=self.image_format)),
+                             file_name, self.is_train)
         if image is None:
             return None
         height, width = image.shape[:2]

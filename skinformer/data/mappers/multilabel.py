@@ -22,7 +22,8 @@ from skinformer.data.common import (
     metadata_table,
     read_or_skip,
 )
-from skinformer.data.mask_io import DataFileError, decode_binary, read_image, read_mask_array
+from skinformer.data.decode_cache import cached_read
+from skinformer.data.mask_io import DataFileError, read_binary_mask, read_image
 from skinformer.data.transforms import AugmentationList, build_augmentation
 
 from .build import DATASET_MAPPER_REGISTRY
@@ -36,7 +37,7 @@ logger = logging.getLogger(__name__)
 def read_label_masks(files: List[Optional[str]], shape=None) -> np.ndarray:
     """Stack binary masks (``None`` = empty class) into bool ``K×H×W``; ``shape`` (H, W) is required
     when every entry is ``None``. Masks of different sizes are an error naming the files."""
-    arrays = [None if f is None else decode_binary(read_mask_array(f), f) for f in files]
+    arrays = [None if f is None else read_binary_mask(f) for f in files]
     ref = next(((f, a) for f, a in zip(files, arrays) if a is not None), None)
     if ref is None and shape is None:
         raise ValueError("read_label_masks: all entries are None and no shape was given")
@@ -68,7 +69,10 @@ class MultiLabelMapper:
     Padding to ``size_divisibility`` (right/bottom) fills the image with 0 and the masks with False.
     Unreadable files skip the sample in training (warning naming the file) and raise at test time;
     a mask whose size differs from the image always raises, naming both files.
+    ``decode_cache``: as in :class:`~skinformer.data.mappers.SemanticMapper` (image and mask stack).
     """
+
+    decode_cache = None
 
     @configurable
     def __init__(self, is_train: bool = True, *, augmentations: List, metadata, image_format: str = "RGB",
@@ -107,10 +111,15 @@ class MultiLabelMapper:
             raise DataFileError(f"{file_name}: {len(files)} label files for {num_classes} classes "
                                 f"{list(meta['classes'])}; label_file_names must have one entry per class")
 
-        image = read_or_skip(lambda: read_image(file_name, format=self.image_format), file_name, self.is_train)
+        cache = self.decode_cache
+        image = read_or_skip(lambda: cached_read(cache, ("image", file_name, self.image_format),
+                                                 lambda: read_image(file_name, format=self.image_format)),
+                             file_name, self.is_train)
         if image is None:
             return None
-        masks = read_or_skip(lambda: read_label_masks(files, image.shape[:2]), str(files), self.is_train)
+        masks = read_or_skip(lambda: cached_read(cache, ("label_masks", tuple(files)),
+                                                 lambda: read_label_masks(files, image.shape[:2])),
+                             str(files), self.is_train)
         if masks is None:
             return None
         ref = next((f for f in files if f is not None), None)

@@ -18,8 +18,10 @@ from skinformer.data.common import (
     read_or_skip,
     sem_seg_to_instances,
 )
+from skinformer.data.decode_cache import cached_read
 from skinformer.data.mask_io import read_image, read_sem_seg
 from skinformer.data.transforms import AugmentationList, build_augmentation
+from skinformer.structures.label_space import LabelSpace
 
 from .build import DATASET_MAPPER_REGISTRY
 
@@ -51,7 +53,13 @@ class SemanticMapper:
     In training an unreadable image or mask logs a warning naming the file and returns ``None``
     (the loader takes the next sample); at test time it raises ``DataFileError``. Image/mask size
     mismatches always raise, naming both files.
+
+    ``decode_cache`` (a :class:`~skinformer.data.decode_cache.DecodeCache`, set by
+    :func:`~skinformer.data.build.build_train_loader` per ``DATALOADER.DECODE_CACHE``) keeps the
+    decoded image and label map of each file, so a small dataset is decoded once per process.
     """
+
+    decode_cache = None
 
     @configurable
     def __init__(self, is_train: bool = True, *, augmentations: List, metadata, image_format: str = "RGB",
@@ -61,7 +69,7 @@ class SemanticMapper:
             is_train: skip unreadable samples (True) or raise (False).
             augmentations: list of :class:`~skinformer.data.transforms.Augmentation`.
             metadata: one dataset's metadata (``Metadata`` or dict with ``classes``, ``ignore_label``,
-                ``mask_encoding``, ``has_background_class``), or ``{dataset_name: metadata}`` picked by
+                ``mask_encoding``, background rule; see :class:`~skinformer.structures.LabelSpace`), or ``{dataset_name: metadata}`` picked by
                 the dict's ``dataset_name`` (set by ``get_dataset_dicts``).
             image_format: "RGB" or "BGR".
             size_divisibility: pad to a multiple of this (<= 0: no padding).
@@ -80,7 +88,7 @@ class SemanticMapper:
         metadata = dataset_metadata_table(names)
         ignore = int(cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE)
         for n, m in metadata.items():
-            if m.get("ignore_label", 255) != ignore:
+            if LabelSpace.from_metadata(m).ignore_label != ignore:
                 raise ValueError(
                     f"Dataset '{n}' has ignore_label {m.get('ignore_label')} but MODEL.SEM_SEG_HEAD.IGNORE_VALUE "
                     f"is {ignore}; they must be equal (the augmentations fill padding with IGNORE_VALUE)"
@@ -95,16 +103,21 @@ class SemanticMapper:
         if mask_file is None:
             raise KeyError(f"SemanticMapper: dataset dict of {file_name} has no 'sem_seg_file_name'")
 
-        image = read_or_skip(lambda: read_image(file_name, format=self.image_format), file_name, self.is_train)
+        cache = self.decode_cache
+        image = read_or_skip(lambda: cached_read(cache, ("image", file_name, self.image_format),
+                                                 lambda: read_image(file_name, format=self.image_format)),
+                             file_name, self.is_train)
         if image is None:
             return None
-        sem_seg = read_or_skip(lambda: read_sem_seg(mask_file, meta), mask_file, self.is_train)
+        sem_seg = read_or_skip(lambda: cached_read(cache, ("sem_seg", mask_file, meta.get("mask_encoding")),
+                                                   lambda: read_sem_seg(mask_file, meta)),
+                               mask_file, self.is_train)
         if sem_seg is None:
             return None
         check_same_size(image, file_name, sem_seg, mask_file)
         height, width = image.shape[:2]
 
-        ignore = int(meta.get("ignore_label", 255))
+        ignore = LabelSpace.from_metadata(meta).ignore_label
         aug_input = augment_sample(self.augmentations, self.size_divisibility, dataset_dict, image, sem_seg=sem_seg,
                                    seg_pad_value=ignore)
         image, sem_seg = aug_input.image, aug_input.sem_seg

@@ -20,10 +20,14 @@ from .augmentation_impl import (
     RandomFlip,
     RandomRotation,
     RandomShear,
+    Resize,
     ResizeScale,
     ResizeShortestEdge,
 )
-from .build import build_augmentation, build_flip_augmentation, build_lsj_augmentation
+from .build import (build_augmentation, build_flip_augmentation, build_lsj_augmentation, build_seed_geometric_augmentation,
+                    build_seed_photometric_augmentation, fixed_size)
+from .seed_augmentations import (AlbumentationsTransform, RandomColorJitter, RandomGridDistortion, RandomLowResCrop,
+                                 RandomOpticalDistortion, RandomSharpen, RandomShrinkPaste, ShrinkPasteTransform)
 from .transform import (
     AffineTransform,
     ColorAugSSDTransform,

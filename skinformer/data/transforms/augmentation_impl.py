@@ -27,7 +27,7 @@ from .transform import (
 )
 
 __all__ = [
-    "ResizeShortestEdge", "RandomCrop", "RandomCropCategoryAreaConstraint", "FixedSizeCrop", "ResizeScale",
+    "Resize", "ResizeShortestEdge", "RandomCrop", "RandomCropCategoryAreaConstraint", "FixedSizeCrop", "ResizeScale",
     "RandomFlip", "RandomRotation", "ColorAugSSD", "ElasticTransform", "RandomShear", "PadToDivisible",
 ]
 
@@ -39,6 +39,28 @@ def _check_sample_style(name: str, style: str, values: Sequence) -> None:
         raise ValueError(f"{name}: sample_style must be one of {_SAMPLE_STYLES}, got '{style}'")
     if style == "range" and len(values) != 2:
         raise ValueError(f"{name}: sample_style 'range' needs exactly two values [min, max], got {list(values)}")
+
+
+class Resize(Augmentation):
+    """Resize to a fixed ``shape`` (H, W) whatever the input's aspect ratio (a squash, like the
+    preprocessing of datasets stored at a fixed size). Shrinking uses ``cv2.INTER_AREA`` (a
+    4288-px original resampled bilinearly to 256 px would alias), enlarging ``interp``; label maps
+    are always resampled with nearest neighbour. An input already at ``shape`` is left unchanged."""
+
+    def __init__(self, shape: Sequence[int], interp: int = cv2.INTER_LINEAR):
+        super().__init__()
+        shape = tuple(int(s) for s in shape)
+        if len(shape) != 2 or min(shape) <= 0:
+            raise ValueError(f"Resize: shape must be two positive ints (H, W), got {shape}")
+        self._init(locals())
+
+    def get_transform(self, image: np.ndarray, *, rng: np.random.Generator) -> Transform:
+        h, w = image.shape[:2]
+        new_h, new_w = self.shape
+        if (h, w) == (new_h, new_w):
+            return NoOpTransform()
+        interp = cv2.INTER_AREA if new_h <= h and new_w <= w else self.interp
+        return ResizeTransform(h, w, new_h, new_w, interp)
 
 
 class ResizeShortestEdge(Augmentation):

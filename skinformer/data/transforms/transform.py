@@ -275,8 +275,10 @@ class ColorAugSSDTransform(Transform):
 
     @staticmethod
     def _convert(img: np.ndarray, alpha: float = 1.0, beta: float = 0.0) -> np.ndarray:
-        out = img.astype(np.float32) * alpha + beta
-        return np.clip(out, 0, 255).astype(np.uint8)
+        # uint8 in, uint8 out: a 256-entry lookup table computed with the float32 arithmetic of
+        # ``clip(float32(x) * alpha + beta, 0, 255)`` gives the same bytes without a float image
+        table = np.clip(np.arange(256, dtype=np.float32) * alpha + beta, 0, 255).astype(np.uint8)
+        return cv2.LUT(_as_cv2_input(img), table)
 
     def _hsv(self, img: np.ndarray, fn) -> np.ndarray:
         to_hsv, from_hsv = ((cv2.COLOR_RGB2HSV, cv2.COLOR_HSV2RGB) if self.img_format == "RGB"
@@ -296,7 +298,9 @@ class ColorAugSSDTransform(Transform):
 
     def _hue(self, img, v):
         def f(hsv):
-            hsv[:, :, 0] = ((hsv[:, :, 0].astype(np.int32) + int(v)) % 180).astype(np.uint8)
+            # OpenCV's uint8 hue is 0..179; entries above are never looked up
+            table = ((np.arange(256, dtype=np.int32) + int(v)) % 180).astype(np.uint8)
+            hsv[:, :, 0] = cv2.LUT(np.ascontiguousarray(hsv[:, :, 0]), table)
             return hsv
         return self._hsv(img, f)
 

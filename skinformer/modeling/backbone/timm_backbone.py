@@ -22,8 +22,9 @@ __all__ = ["TimmBackbone", "load_timm_state_dict", "freeze_batchnorm"]
 
 logger = logging.getLogger(__name__)
 
-# res_i has stride 2**i.
-_NAME_TO_REDUCTION = {"res2": 4, "res3": 8, "res4": 16, "res5": 32}
+# res_i has stride 2**i (res1, stride 2, is the stem output of models that expose it, e.g. the
+# Inception-v3 U-Net's first skip).
+_NAME_TO_REDUCTION = {"res1": 2, "res2": 4, "res3": 8, "res4": 16, "res5": 32}
 
 
 def freeze_batchnorm(module: nn.Module) -> nn.Module:
@@ -266,8 +267,8 @@ class TimmBackbone(Backbone):
         """Freeze the stem (``freeze_at >= 1``) and ``res2..res{freeze_at}``: no gradients, frozen BN."""
         if freeze_at <= 0:
             return self
-        if self._out_features[0] != "res2":
-            raise ValueError("MODEL.BACKBONE.FREEZE_AT needs res2 among MODEL.TIMM.OUT_FEATURES to locate the stem")
+        if self._out_features[0] not in ("res1", "res2"):
+            raise ValueError("MODEL.BACKBONE.FREEZE_AT needs res1 or res2 among MODEL.TIMM.OUT_FEATURES to locate the stem")
         stage_of = self._module_stages()
         frozen = [n for n, s in stage_of.items() if s <= freeze_at]
         # Freeze top-most modules only (children of a frozen module are covered by it).

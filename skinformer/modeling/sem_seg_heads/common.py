@@ -8,12 +8,12 @@ __all__ = ["conv_norm_act", "init_predictor", "resize_to"]
 
 
 def conv_norm_act(in_channels: int, out_channels: int, kernel_size: int = 3, *, norm: str = "GN",
-                  dilation: int = 1, activation: bool = True) -> Conv2d:
+                  dilation: int = 1, activation: bool = True, stride: int = 1) -> Conv2d:
     """``Conv2d`` (same padding) + norm + ReLU. The conv has a bias only when there is no norm
     (a bias before a norm is cancelled by it)."""
     conv = Conv2d(
         in_channels, out_channels, kernel_size=kernel_size, padding=dilation * (kernel_size // 2),
-        dilation=dilation, bias=not norm, norm=get_norm(norm, out_channels),
+        dilation=dilation, stride=stride, bias=not norm, norm=get_norm(norm, out_channels),
         activation=nn.ReLU(inplace=True) if activation else None,
     )
     nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")

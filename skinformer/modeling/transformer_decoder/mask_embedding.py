@@ -91,18 +91,22 @@ class SumSinusoidalMaskEmbedding(nn.Module):
         if tables is None:
             tables = self.prepare(h, w, mask_logits.device, mask_logits.dtype)
         row_table, col_table = tables
-        # Float 0/1 band built in place on one temporary (much faster on CPU than a bool
-        # comparison followed by a float conversion); it feeds both reductions.
-        band = mask_logits.detach().abs().to(row_table.dtype)
-        band.lt_(_BAND_LOGIT)
-        row_counts = band.sum(dim=-1)  # B×N×H
-        col_counts = band.sum(dim=-2)  # B×N×W
-        total = row_counts.sum(dim=-1, keepdim=True)
-        row_part = row_counts @ row_table  # B×N×F
-        col_part = col_counts @ col_table
-        parts = (col_part, row_part) if self.quirks else (row_part, col_part)
-        # + 1e-6 as the seed: an empty band gives an all-zero embedding.
-        return torch.cat(parts, dim=-1) / (total + 1e-6)
+        out_dtype = row_table.dtype
+        # Pixel counts reach H·W (a DN padding slot, logits 0, is all band): past 65,504 at
+        # 1024² input, so count, weight and divide in float32 even under float16 autocast.
+        with torch.autocast(device_type=mask_logits.device.type, enabled=False):
+            # Float 0/1 band built in place on one temporary (much faster on CPU than a bool
+            # comparison followed by a float conversion); it feeds both reductions.
+            band = mask_logits.detach().abs().to(torch.float32)
+            band.lt_(_BAND_LOGIT)
+            row_counts = band.sum(dim=-1)  # B×N×H
+            col_counts = band.sum(dim=-2)  # B×N×W
+            total = row_counts.sum(dim=-1, keepdim=True)
+            row_part = row_counts @ row_table.float()  # B×N×F
+            col_part = col_counts @ col_table.float()
+            parts = (col_part, row_part) if self.quirks else (row_part, col_part)
+            # + 1e-6 as the seed: an empty band gives an all-zero embedding.
+            return (torch.cat(parts, dim=-1) / (total + 1e-6)).to(out_dtype)
 
 
 class LightMaskEncoder(nn.Module):

@@ -1,0 +1,58 @@
+"""engine.budget: a wall-clock budget drives the LR schedule and stops training."""
+import torch
+from fvcore.common.param_scheduler import CosineParamScheduler
+
+from skinformer.engine.budget import WallClockSchedule, train_for_budget
+from skinformer.engine.hooks import CallbackHook
+from skinformer.engine.train_loop import SimpleTrainer
+from skinformer.solver.lr_scheduler import LRMultiplier
+
+
+class _Toy(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.ones(1))
+
+    def forward(self, batch):
+        return {"loss": (self.w * 0.0).sum() + self.w.sum() * 0.001}
+
+
+def _loader():
+    while True:
+        yield [{}]
+
+
+def _run(seconds_per_step, budget, nominal_max_iter=1000):
+    now = [0.0]
+    model = _Toy()
+    opt = torch.optim.SGD(model.parameters(), lr=1.0)
+    sched = LRMultiplier(opt, CosineParamScheduler(1.0, 0.0), max_iter=nominal_max_iter)
+    trainer = SimpleTrainer(model, _loader(), opt)
+    schedule = WallClockSchedule(sched, budget, clock=lambda: now[0])
+    lrs = []
+
+    def tick(t):
+        lrs.append(opt.param_groups[0]["lr"])
+        now[0] += seconds_per_step
+
+    from skinformer.engine.hooks import LRScheduler
+
+    trainer.register_hooks([schedule, CallbackHook(after_step=tick), LRScheduler(opt, sched)])
+    return train_for_budget(trainer, schedule), lrs
+
+
+def test_budget_stops_and_schedule_ends():
+    iters, lrs = _run(seconds_per_step=2.0, budget=40.0)
+    assert iters == 20
+    # the cosine reaches its end by the budget although the nominal MAX_ITER was 1000
+    assert lrs[0] == 1.0 and lrs[-1] < 0.02
+    assert all(a >= b for a, b in zip(lrs, lrs[1:]))
+    # halfway through the budget, halfway through the schedule (cosine = 0.5)
+    assert abs(lrs[10] - 0.5) < 0.1
+
+
+def test_schedule_independent_of_machine_speed():
+    slow, lrs_slow = _run(seconds_per_step=4.0, budget=40.0)
+    fast, lrs_fast = _run(seconds_per_step=1.0, budget=40.0)
+    assert (slow, fast) == (10, 40)
+    assert abs(lrs_slow[5] - lrs_fast[20]) < 0.05  # same fraction of the budget, same lr

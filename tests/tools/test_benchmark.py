@@ -1,0 +1,71 @@
+"""tools/benchmark.py: ratios against smp's DeepLabV3Plus("resnet50") in the models section."""
+import importlib.util
+import os
+import types
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("skinformer_benchmark_tool", os.path.join(ROOT, "tools", "benchmark.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _args(bench, **kw):
+    args = bench.main.__globals__["argparse"].Namespace(
+        configs=["configs/baselines/deeplabv3plus_R50_isic.yaml", "configs/isic2018/semantic-segmentation/"
+                 "simaskformer_R50_bs16_steplr.yaml"], device="cpu", threads=1, iters=1, warmup=0,
+        phases=["infer", "train"], json="", verbose=False, opts=[], baseline_config="", worker_config="")
+    for k, v in kw.items():
+        setattr(args, k, v)
+    return args
+
+
+def test_timed_phase_measures_smp_in_the_same_process(bench, monkeypatch):
+    calls = []
+
+    def make(name):
+        return lambda *a: (lambda: calls.append(name))
+
+    monkeypatch.setitem(bench._SMP_STEPS, "train_step", make("smp"))
+    args = _args(bench, baseline_config="base.yaml", worker_config="model.yaml", iters=3)
+    monkeypatch.setattr(bench, "_load_cfg", lambda *a: types.SimpleNamespace(MODEL=types.SimpleNamespace(DEVICE="cpu")))
+    cfg = types.SimpleNamespace(MODEL=types.SimpleNamespace(DEVICE="cpu"))
+    res = bench._timed_phase(make("model"), "train_step", cfg, args)
+    assert {"train_step_s", "train_step_ratio", "train_step_smp_s", "train_step_smp_ratio"} <= set(res)
+    # 1 warm-up + 3 interleaved rounds each (the model and the baseline share make_step here)
+    assert calls.count("smp") == 4 and calls.count("model") == 8
+
+
+def test_models_table_prints_both_ratios_against_smp(bench, monkeypatch, capsys):
+    def fake_run(config, phase, args):
+        slow = 3.0 if "simaskformer" in config else 1.0
+        key = {"infer": "latency", "train": "train_step"}[phase]
+        return {"ok": True, f"{key}_s": slow, f"{key}_ratio": slow, f"{key}_smp_s": 0.5,
+                f"{key}_smp_ratio": 2 * slow}
+
+    monkeypatch.setattr(bench, "_run_phase", fake_run)
+    bench.section_models(_args(bench))
+    out = capsys.readouterr().out
+    assert "DeepLabV3Plus('resnet50')" in out
+    line = next(ln for ln in out.splitlines() if ln.strip().startswith("simaskformer_R50") and "6.00x" in ln)
+    assert line.count("6.00x") == 2 and "500" in line
+    # one phase only: its ratio is printed, the other column is empty
+    bench.section_models(_args(bench, phases=["infer"]))
+    out = capsys.readouterr().out
+    line = next(ln for ln in out.splitlines() if ln.strip().startswith("simaskformer_R50") and "6.00x" in ln)
+    assert line.count("6.00x") == 1 and line.rstrip().endswith("-")
+
+
+def test_smp_reference_steps_run(bench):
+    pytest.importorskip("segmentation_models_pytorch")
+    import torch
+
+    torch.set_num_threads(1)
+    bench._smp_train_step("cpu")()
+    bench._smp_infer_step("cpu")()
