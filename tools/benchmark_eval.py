@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Benchmark the evaluators: seconds to score 1,000 images (DESIGN.md §9: scoring must cost well
+"""Benchmark the evaluators: seconds to score 1,000 images (scoring must cost well
 under the model's inference on the same images).
 
     python tools/benchmark_eval.py                       # isic_task1, isic_task2, coco_instance on CPU

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Benchmark of the multi-scale deformable attention op (DESIGN.md §9).
+"""Benchmark of the multi-scale deformable attention op (README "Benchmarks").
 
 Times forward and forward+backward of every available backend against the ``F.grid_sample``
 reference in the same run, at the encoder shapes (batch 1 at 512², batch 4 at 256²) and the

@@ -400,11 +400,21 @@ _C.TEST.SLIDING_WINDOW = CN()
 _C.TEST.SLIDING_WINDOW.ENABLED = False
 _C.TEST.SLIDING_WINDOW.SIZE = 512
 _C.TEST.SLIDING_WINDOW.STRIDE = 384
+# How overlapping windows are blended: "gaussian" (centre-weighted), "linear" (tent) or "mean".
+_C.TEST.SLIDING_WINDOW.BLEND = "gaussian"
+# Windows scored per forward pass (bounds device memory on very large images).
+_C.TEST.SLIDING_WINDOW.BATCH_SIZE = 4
+# Skip the test-time resize (INPUT.MIN_SIZE_TEST / FIXED_SIZE): windows run over the original pixels.
+_C.TEST.SLIDING_WINDOW.ORIGINAL_RESOLUTION = False
+# Test-time augmentation (every meta-architecture, see modeling/test_time_augmentation.py): the
+# original image is resized so its shortest edge is each of MIN_SIZES (longest <= MAX_SIZE), also
+# flipped horizontally (FLIP) and / or vertically (VFLIP), and the score maps are averaged.
 _C.TEST.AUG = CN()
 _C.TEST.AUG.ENABLED = False
 _C.TEST.AUG.MIN_SIZES = (256,)
 _C.TEST.AUG.MAX_SIZE = 1024
 _C.TEST.AUG.FLIP = True
+_C.TEST.AUG.VFLIP = False
 # Also compute per-class ROC-AUC from probability maps (semantic evaluators).
 _C.TEST.ROC_AUC = False
 # Per-image metrics (PerImageEvaluator, task "per_image") next to the dataset's own evaluator:

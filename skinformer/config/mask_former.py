@@ -5,11 +5,11 @@ Two model nodes share one key set (:func:`_add_mask_classification_keys`):
 * ``MODEL.MASK_FORMER``: read by the ``MaskFormer`` meta-architecture and the
   ``MultiScaleMaskedTransformerDecoder`` (Mask2Former; defaults = Mask2Former's).
 * ``MODEL.SIMASKFORMER``: read by the ``SiMaskFormer`` meta-architecture and the
-  ``SiMaskFormerDecoder`` (defaults = the SiMaskFormer seed's *configured* values, i.e. what its
-  yamls set, see ``reference/simaskformer_spec.md`` §5), plus SiMaskFormer's own keys.
+  ``SiMaskFormerDecoder`` (defaults = the original SiMaskFormer implementation's *configured* values, i.e.
+  what its yamls set, see ``docs/simaskformer.md``), plus SiMaskFormer's own keys.
 
-``MODEL.SEM_SEG_HEAD`` gains the pixel-decoder keys. Where the seed has a quirk
-(spec §10) the default here is the corrected behaviour and a key reproduces the original;
+``MODEL.SEM_SEG_HEAD`` gains the pixel-decoder keys. Where the original implementation has a quirk
+(``docs/simaskformer.md``, differences D1-D22) the default here is the corrected behaviour and a key reproduces the original;
 those keys say "quirk" in their comment.
 """
 from .config import CfgNode as CN
@@ -61,7 +61,7 @@ def _add_mask_classification_keys(node: CN, *, decoder_name: str, ce_loss: bool,
     node.COST_BOX_WEIGHT = box_weight
     node.COST_GIOU_WEIGHT = giou_weight
     # Class cost in CE mode: "softmax" (-p(class), corrected) or "focal" (sigmoid focal cost on the
-    # softmax-trained logits: quirk spec §10 #6 of the seed). Focal mode always uses "focal".
+    # softmax-trained logits: original-implementation difference D6). Focal mode always uses "focal".
     node.CLASS_COST_TYPE = "softmax"
     # SML: one Hungarian assignment per image on the cost summed over all prediction sets (final
     # + aux), reused by every layer. False = match every prediction set on its own (Mask2Former).
@@ -91,12 +91,12 @@ def _add_mask_classification_keys(node: CN, *, decoder_name: str, ce_loss: bool,
     node.TEST.MULTILABEL_ON = False
     # Emit "instances" (top-k over queries × classes).
     node.TEST.INSTANCE_ON = False
-    # Kept for command-line compatibility with the seed; only panoptic inference used them.
+    # Kept for command-line compatibility with the original implementation; only panoptic inference used them.
     node.TEST.OBJECT_MASK_THRESHOLD = 0.8
     node.TEST.OVERLAP_THRESHOLD = 0.8
     # Resize the mask logits to the original size before combining them (slower, more memory).
     node.TEST.SEM_SEG_POSTPROCESSING_BEFORE_INFERENCE = False
-    # Instance scores ignore the mask score (seed TEST_FOUCUS_ON_BOX).
+    # Instance scores ignore the mask score (the original implementation's TEST_FOUCUS_ON_BOX).
     node.TEST.FOCUS_ON_BOX = False
 
 
@@ -114,16 +114,16 @@ def add_mask_former_config(cfg: CN) -> None:
     # Backbone features refined by the deformable encoder (strides 8–32).
     head.DEFORMABLE_TRANSFORMER_ENCODER_IN_FEATURES = ["res3", "res4", "res5"]
     head.DEFORMABLE_TRANSFORMER_ENCODER_N_POINTS = 4
-    # Encoder heads (the seed reads its meta-arch NHEADS here; both are 8 in every config).
+    # Encoder heads (the original implementation reads its meta-arch NHEADS here; both are 8 in every config).
     head.DEFORMABLE_TRANSFORMER_ENCODER_N_HEADS = 8
     head.TRANSFORMER_ENC_LAYERS = 6
     head.DIM_FEEDFORWARD = 1024
-    # Dropout of the encoder layers (the seed reads its meta-arch DROPOUT: 0.0 in every yaml).
+    # Dropout of the encoder layers (the original implementation reads its meta-arch DROPOUT: 0.0 in every yaml).
     head.TRANSFORMER_DROPOUT = 0.0
     # Multi-scale features handed to the transformer decoder (low resolution first).
     head.NUM_FEATURE_LEVELS = 3
     # Levels inside the encoder: the encoder inputs plus (TOTAL - #inputs) extra levels made by
-    # stride-2 3×3 convs on the coarsest input (MaskDINO); 3 = none (all seed configs).
+    # stride-2 3×3 convs on the coarsest input (MaskDINO); 3 = none (all original-implementation configs).
     head.TOTAL_NUM_FEATURE_LEVELS = 3
     # How the FPN merges a lateral map with the upsampled coarser map: "SUM" (Mask2Former /
     # MaskDINO) or "CONCAT" (SiMaskFormer: concat → 3×3 conv + GN + ReLU).
@@ -181,7 +181,8 @@ def add_mask_former_config(cfg: CN) -> None:
     # Weight of the UOME proposal-cost L1 loss.
     sim.PROPOSAL_WEIGHT = 5.0
     # UOME targets of images without ground truth: "exclude" them from the loss (corrected) or
-    # "seed": fill 25 → min–max gives all-zero targets ("perfect match", quirk spec §10 #7).
+    # "seed": fill 25 → min–max gives all-zero targets ("perfect match", original-implementation
+    # difference D7).
     sim.PROPOSAL_EMPTY_GT = "exclude"
     # Initial query boxes: "bitmask" (tight box of the initial mask), "mask2box", "no" (predicted).
     sim.INITIALIZE_BOX_TYPE = "bitmask"
@@ -196,9 +197,9 @@ def add_mask_former_config(cfg: CN) -> None:
     # AMR: positional query from the mask: "SumSinusoidalMask" (boundary-band sine embedding) or
     # "MaskSimpleCNN" (small CNN on the mask probabilities).
     sim.TYPE_MASK_EMBED = "SumSinusoidalMask"
-    # Reproduce the seed's decoder quirks (spec §10 #1 emitted mask R + 2Δ, #3 gate multiplies
-    # logits by 0/1, #4/#21 empty-mask boxes, #8 DN mask-noise units, #22 invalid tokens
-    # selectable). False = corrected behaviour. The matcher / criterion quirks have their own keys:
-    # CLASS_COST_TYPE "focal" (#6) and PROPOSAL_EMPTY_GT "seed" (#7).
+    # Reproduce the original implementation's decoder quirks (docs/simaskformer.md: D1 emitted mask
+    # R + 2Δ, D3 gate multiplies logits by 0/1, D4/D21 empty-mask boxes, D8 DN mask-noise units, D22
+    # invalid tokens selectable). False = corrected behaviour. The matcher / criterion quirks have their
+    # own keys: CLASS_COST_TYPE "focal" (D6) and PROPOSAL_EMPTY_GT "seed" (D7).
     sim.ORIGINAL_QUIRKS = False
     sim.TEST.SEMANTIC_ON = True

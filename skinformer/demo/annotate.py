@@ -11,7 +11,7 @@ is loaded as the starting layer, so masks can be corrected. API names: ``/show``
 import argparse
 import glob
 import os
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -24,11 +24,26 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 MASK_SUFFIX = "_mask"
 
 
+def _dataset_folder(name: str) -> str:
+    """Image folder of a registered dataset (so the built-in synthetic set can be opened by name)."""
+    import skinformer.data.datasets  # noqa: F401  (declares the built-in names)
+    from skinformer.data.catalog import DatasetCatalog
+
+    try:
+        records = DatasetCatalog.get(name)  # resolves lazily registered names
+    except KeyError:
+        raise FileNotFoundError(f"--images '{name}' is neither a folder nor a registered dataset name") from None
+    if not records:
+        raise FileNotFoundError(f"dataset '{name}' has no images")
+    return os.path.dirname(records[0]["file_name"])
+
+
 class Annotator:
     """Folder browsing and mask <-> editor-layer conversion, independent of the UI.
 
     Args:
-        image_dir: folder of images (files ending in ``_mask.png`` are skipped).
+        image_dir: folder of images (files ending in ``_mask.png`` are skipped), or the name of a
+            registered dataset (its images' folder).
         label_dir: where masks go (None: beside the images).
         classes: class names; the brush colour of class ``i`` is ``default_palette(K)[i]``.
         background_value: value of unpainted pixels in index masks.
@@ -37,7 +52,7 @@ class Annotator:
     def __init__(self, image_dir: str, label_dir: Optional[str] = None, classes: Sequence[str] = ("lesion",),
                  background_value: int = 0):
         if not os.path.isdir(image_dir):
-            raise FileNotFoundError(f"--images '{image_dir}' is not a folder")
+            image_dir = _dataset_folder(image_dir)
         self.files = sorted(f for f in glob.glob(os.path.join(image_dir, "*"))
                             if f.lower().endswith(IMAGE_EXTENSIONS)
                             and not os.path.splitext(f)[0].endswith(MASK_SUFFIX))
@@ -175,7 +190,7 @@ def build_annotator(ann: Annotator, brush_size: int = 12):
 
 def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--images", required=True, help="folder of images to annotate")
+    parser.add_argument("--images", required=True, help="folder of images to annotate (or a registered dataset name)")
     parser.add_argument("--labels", default=None, help="folder for the masks (default: beside the images)")
     parser.add_argument("--classes", nargs="+", default=["lesion"],
                         help="class names; one class writes 0/255 masks, several the class index")

@@ -39,7 +39,7 @@ def build_weight_dict(class_weight: float, mask_weight: float, dice_weight: floa
                       box_weight: float = 0.0, giou_weight: float = 0.0, *, box_loss: bool = False,
                       num_aux: int = 0, two_stage: bool = False, dn: bool = False,
                       proposal_weight: Optional[float] = None) -> Dict[str, float]:
-    """Loss weights in the seed's layout (spec §3.2).
+    """Loss weights in the original implementation's layout.
 
     base ``loss_ce/mask/dice`` (+ ``loss_bbox/giou`` with ``box_loss``); ``_interm`` copies if
     ``two_stage``; ``_dn`` copies of everything so far if ``dn``; ``_{i}`` copies of everything so
@@ -128,7 +128,8 @@ class SetCriterion(nn.Module):
         dn_losses: loss types for the DN queries (default: ``losses``; DINO-style "standard"
             denoising uses labels and boxes only).
         proposal_empty_gt: UOME targets of images without ground truth: "exclude" (corrected)
-            or "seed" (all-zero targets after min–max of the fill value, spec §10 #7).
+            or "seed" (all-zero targets after min–max of the fill value, original-implementation
+            difference D7).
         class_weights: CE weights of the K classes ("ce" class loss; ``MODEL.LOSS.CLASS_WEIGHTS``);
             the no-object weight stays ``eos_coef``.
     """

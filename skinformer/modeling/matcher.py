@@ -25,7 +25,7 @@ __all__ = ["HungarianMatcher"]
 
 Indices = List[Tuple[torch.Tensor, torch.Tensor]]
 
-# Class-cost functions by name; "focal" also serves CE-mode logits (the seed's quirk §10 #6).
+# Class-cost functions by name; "focal" also serves CE-mode logits (original-implementation difference D6).
 _CLASS_COSTS = {"softmax": softmax_class_cost, "focal": focal_class_cost}
 
 
@@ -37,11 +37,11 @@ class HungarianMatcher(nn.Module):
         num_points: mask points sampled per image for the mask costs.
         class_loss: "ce" (logits ``Q×(K+1)``, last = no-object) or "focal" (logits ``Q×K``).
         class_cost_type: in CE mode "softmax" (``-p(class)``, corrected) or "focal" (sigmoid
-            focal cost on the CE logits, reproducing the seed, spec §10 #6). Focal mode always
+            focal cost on the CE logits, reproducing the original implementation, difference D6). Focal mode always
             uses the focal cost.
         focal_alpha, focal_gamma: focal cost parameters.
         empty_min_cost: the per-query minimum cost reported for images without ground truth
-            (:meth:`forward` with ``return_min_cost_per_query``). The seed uses 25; the
+            (:meth:`forward` with ``return_min_cost_per_query``). The original implementation uses 25; the
             criterion decides whether such images enter the UOME loss at all.
     """
 

@@ -30,7 +30,7 @@ class MaskPostProcessor:
     fills thin gaps), hole filling, removal of connected components smaller than ``min_area``
     pixels, keeping only the largest component. A kernel size <= 1 skips that step.
 
-    Decision rules (``docs/CONTRACTS.md``): ``"multi_label"`` each class ``score > threshold``;
+    Decision rules (``docs/ARCHITECTURE.md``, model contract): ``"multi_label"`` each class ``score > threshold``;
     ``"threshold"`` (no background class) ``argmax_c`` where ``max_c > threshold``; ``"argmax"``
     (a background class at ``background_index``, which is not post-processed).
 

@@ -1,6 +1,5 @@
 """Helpers for distributed (multi-process) training. Everything works without a process group."""
 import functools
-import logging
 from typing import Any, List
 
 import numpy as np

@@ -1,7 +1,7 @@
 import pytest
 import torch.nn as nn
 
-from skinformer.config import CfgNode, ConfigError, configurable, get_cfg
+from skinformer.config import ConfigError, configurable, get_cfg
 
 
 def test_unknown_key_in_override_names_key_and_suggestion():

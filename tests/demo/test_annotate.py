@@ -38,6 +38,12 @@ def test_missing_folder_is_named(tmp_path):
         Annotator(str(tmp_path / "nope"))
 
 
+def test_registered_dataset_name_opens_its_images(tmp_path):
+    ann = Annotator("synthetic_lesion_val", str(tmp_path))
+    assert len(ann.files) == len(DatasetCatalog.get("synthetic_lesion_val"))
+    assert os.path.dirname(ann.mask_path(0)) == str(tmp_path)
+
+
 @pytest.mark.slow
 def test_annotation_app_over_http(gradio_app, tmp_path):
     from gradio_client import handle_file

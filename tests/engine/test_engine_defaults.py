@@ -155,6 +155,41 @@ def test_default_predictor_loads_weights_and_resizes(tmp_path):
         DefaultPredictor(cfg)
 
 
+def test_default_predictor_batches_lists_returns_masks_and_runs_tta(tmp_path):
+    cfg = get_cfg()
+    cfg.MODEL.META_ARCHITECTURE = "_EngineToySeg"
+    cfg.DATASETS.TEST = ()
+    cfg.INPUT.MIN_SIZE_TEST = 16
+    weights = tmp_path / "w.pth"
+    torch.save({"model": {"scale": torch.tensor([1.0])}}, weights)
+    cfg.MODEL.WEIGHTS = str(weights)
+    pred = DefaultPredictor(cfg, batch_size=2)
+    seen = []
+    forward = pred.model.forward
+    pred.model.forward = lambda batch: seen.append(len(batch)) or forward(batch)
+    imgs = [np.zeros((40, 30, 3), np.uint8), np.zeros((20, 50, 3), np.uint8), np.zeros((33, 33, 3), np.uint8)]
+    imgs[0][:20, :, 0] = 255  # top half red: foreground
+    outs = pred(imgs)
+    assert seen == [2, 1] and len(outs) == 3
+    assert [tuple(o["mask"].shape) for o in outs] == [(40, 30), (20, 50), (33, 33)]
+    # binary data, no background class: label 0 = lesion, 1 = background
+    assert (outs[0]["mask"][:15] == 0).all() and (outs[0]["mask"][25:] == 1).all()
+    assert outs[0]["sem_seg"].shape == (1, 40, 30)
+    with pytest.raises(ValueError, match="Image 1"):
+        pred([imgs[0], np.zeros((4, 4), np.uint8)])
+    # TEST.AUG: the model sees the original pixels at every scale and flip
+    cfg.TEST.AUG.ENABLED = True
+    cfg.TEST.AUG.MIN_SIZES = (20, 40)
+    cfg.TEST.AUG.VFLIP = True
+    pred = DefaultPredictor(cfg)
+    sizes = []
+    forward = pred.model.forward
+    pred.model.forward = lambda batch: sizes.extend(tuple(d["image"].shape[-2:]) for d in batch) or forward(batch)
+    out = pred(imgs[0])
+    assert sorted(set(sizes)) == [(27, 20), (53, 40)] and len(sizes) == 8
+    assert out["sem_seg"].shape == (1, 40, 30) and (out["mask"][:15] == 0).all()
+
+
 @pytest.fixture(scope="module")
 def tiny_lesion(tmp_path_factory):
     from skinformer.data.datasets.synthetic import register_synthetic_lesion

@@ -6,6 +6,7 @@ import torch
 
 from mask_former_toy import ellipse_mask, make_input, tiny_cfg
 from skinformer.modeling import build_model
+from skinformer.modeling.sliding_window import SlidingWindow
 from skinformer.structures import Instances
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -159,7 +160,7 @@ def test_sliding_window_inference():
     model = _model("MaskFormer", num_classes=2, multilabel=True).eval()
     fake = _FakePredict()
     model.predict = fake
-    model.sliding_window = (64, 32)
+    model.sliding_window = SlidingWindow(64, 32, blend="mean", batch_size=1)
     sem = model([make_input(96, 128, orig=(96, 128))])[0]["sem_seg"]
     assert sem.shape == (2, 96, 128)
     assert fake.calls == 2 * 3  # rows {0, 32} x cols {0, 32, 64}
@@ -178,7 +179,7 @@ def test_sliding_window_real_model_and_config():
     cfg.TEST.SLIDING_WINDOW.STRIDE = 48
     torch.manual_seed(0)
     model = build_model(cfg).eval()
-    assert model.sliding_window == (64, 48)
+    assert (model.sliding_window.size, model.sliding_window.stride) == (64, 48)
     sem = model([make_input(96, 96, orig=(50, 50))])[0]["sem_seg"]
     assert sem.shape == (1, 50, 50) and torch.isfinite(sem).all()
 
@@ -233,7 +234,7 @@ def test_r50_simaskformer_size_matches_the_seed():
     cfg = get_cfg()
     cfg.merge_from_file(os.path.join(ROOT, "configs", "isic2018/semantic-segmentation/simaskformer_R50_bs16_steplr.yaml"))
     model = build_model(cfg)
-    # spec §1.4: decoder about 15.3 M parameters (C = 2 logits, L = 9, Q = 100)
+    # the original implementation's decoder has about 15.3 M parameters (C = 2 logits, L = 9, Q = 100)
     n_dec = sum(p.numel() for p in model.transformer_decoder.parameters())
     assert abs(n_dec / 1e6 - 15.3) < 0.1
     assert len(model.criterion.weight_dict) >= 106

@@ -47,14 +47,14 @@ def test_mask_boxes_conventions_and_empty_masks():
     assert torch.allclose(edge[1], torch.tensor([0.5, 0.5, 1.0, 1.0]))  # empty -> whole image
     seed = mask_boxes_cxcywh(m, quirks=True)
     assert torch.allclose(seed[0], torch.tensor([(3 + 6) / 20, (2 + 4) / 16, 4 / 10, 3 / 8]))
-    # Seed: degenerate, negative box for an empty mask (spec §10 #4).
+    # Original implementation: degenerate, negative box for an empty mask (difference D4).
     assert torch.allclose(seed[1], torch.tensor([0.5, 0.5, -9 / 10, -7 / 8]))
 
     bit = bitmask_boxes_cxcywh(m)
     assert torch.allclose(bit[0], edge[0]) and torch.allclose(bit[1], edge[1])
     bit_seed = bitmask_boxes_cxcywh(m, quirks=True)
     assert torch.equal(bit_seed[1], torch.zeros(4))
-    assert inverse_sigmoid(bit_seed[1]).max() < -11  # logit -11.5 as the seed
+    assert inverse_sigmoid(bit_seed[1]).max() < -11  # logit -11.5 as the original implementation
     m2b = mask2box_boxes_cxcywh(m)
     assert torch.allclose(m2b[0], torch.tensor([4.5 / 10, 3 / 8, 3 / 10, 2 / 8]))
 
@@ -149,7 +149,7 @@ def test_minus_inf_gating_ignores_values_outside_the_mask():
     out_p = _run(corrected, perturbed, shapes, start, query, mask, pred_boxes)
     assert torch.allclose(out, out_p, atol=1e-5)
 
-    # The test can fail: the seed's 0/1 multiplication (outside points keep weight) and the
+    # The test can fail: the original implementation's 0/1 multiplication (outside points keep weight) and the
     # ungated box sampling both read the perturbed values.
     seed = _module("mask", quirks=True)
     seed.load_state_dict(corrected.state_dict())

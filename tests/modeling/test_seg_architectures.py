@@ -9,7 +9,6 @@ from skinformer.config import get_cfg
 from skinformer.modeling import build_model
 from skinformer.modeling.backbone import MiTBackbone, UNetEncoder, load_hf_mit_state_dict
 from skinformer.modeling.backbone.mit import MIT_VARIANTS
-from skinformer.modeling.sem_seg_heads.unet import UNetHead
 
 
 def _batch(h=64, w=64, k=2):

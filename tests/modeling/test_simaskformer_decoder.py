@@ -110,7 +110,7 @@ def test_without_dn_and_with_empty_ground_truth():
     # The label embedding stays in the graph (zero gradient) so DDP does not complain.
     grad = dec.denoiser.label_enc.weight.grad
     assert grad is not None and (grad == 0).all()
-    # A single DN mask (one image, one GT) works (seed's squeeze bug, spec §10 #8).
+    # A single DN mask (one image, one GT) works (the original implementation's squeeze bug, difference D8).
     out = _decoder(dn_num=1).train()(*_inputs(1), _targets([1]))
     assert out["dn_outputs"]["num_groups"] == 1 and out["dn_outputs"]["outputs"]["pred_masks"].shape == (1, 1, H4, W4)
 
@@ -163,7 +163,7 @@ def test_uome_selects_the_lowest_cost_valid_tokens(quirks):
     expected = torch.sort(pool).values[:Q]
     for b in range(2):
         assert torch.allclose(torch.sort(out["pred_proposal_cost"][b]).values, expected)
-    # Corrected: no invalid token; seed: the invalid ones are taken (spec §10 #22).
+    # Corrected: no invalid token; original implementation: the invalid ones are taken (D22).
     assert bool((out["pred_proposal_cost"] < 0.05).any()) == quirks
 
 
@@ -245,7 +245,7 @@ def test_emitted_mask_is_reference_plus_delta(quirks, grad):
     ref = refmask
     for layer, emb in enumerate(seen):
         delta = torch.einsum("bqc,bchw->bqhw", emb, mf)
-        expected = ref + (2 * delta if quirks else delta)  # seed: R + 2Δm (spec §10 #1)
+        expected = ref + (2 * delta if quirks else delta)  # original implementation: R + 2Δm (D1)
         assert torch.allclose(preds[layer + 1]["pred_masks"], expected, atol=1e-4)
         ref = ref + delta
 
@@ -318,7 +318,7 @@ def test_boundary_band_embedding():
         expected = torch.stack([table[y * w + x] for y, x in band_pixels]).mean(0)
         got = SumSinusoidalMaskEmbedding(16, quirks=quirks)(logits)[0, 0]
         assert torch.allclose(got, expected, atol=1e-5)
-    # Row part first (matches the [y | x] centre embedding); the seed puts the column first.
+    # Row part first (matches the [y | x] centre embedding); the original implementation puts the column first.
     table = per_pixel_sine_table(h, w, 16)
     assert torch.allclose(table[1 * w + 0, :16], table[1 * w + 7, :16])  # same row -> same y part
     # The separable computation equals the dense table on random logits.
@@ -342,7 +342,7 @@ def test_initial_prediction_box_from_the_interm_mask(quirks):
     assert torch.equal(init["pred_masks"], out["interm_outputs"]["pred_masks"])
     expected = inverse_sigmoid(bitmask_boxes_cxcywh(init["pred_masks"] > 0, quirks)).sigmoid()
     assert torch.allclose(init["pred_boxes"], expected, atol=1e-6)
-    # Empty interm masks: whole image (corrected) or the seed's all-zero box.
+    # Empty interm masks: whole image (corrected) or the original implementation's all-zero box.
     with torch.no_grad():
         dec.intern_mask_embed.layers[-1].weight.zero_()
         dec.intern_mask_embed.layers[-1].bias.zero_()

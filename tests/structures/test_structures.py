@@ -1,4 +1,3 @@
-import numpy as np
 import torch
 
 from skinformer.structures import (BitMasks, Boxes, ImageList, Instances, box_cxcywh_to_xyxy,

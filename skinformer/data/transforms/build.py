@@ -29,7 +29,8 @@ from .seed_augmentations import (
 )
 
 __all__ = ["build_augmentation", "build_lsj_augmentation", "build_flip_augmentation", "fixed_size",
-           "build_seed_geometric_augmentation", "build_seed_photometric_augmentation"]
+           "build_seed_geometric_augmentation", "build_seed_photometric_augmentation",
+           "keeps_original_resolution"]
 
 # INPUT.RANDOM_FLIP value -> flips to apply (each with p 0.5)
 _FLIPS = {
@@ -59,6 +60,14 @@ def fixed_size(cfg) -> Optional[Tuple[int, int]]:
     return value
 
 
+def keeps_original_resolution(cfg) -> bool:
+    """Whether inference inputs keep their original pixels: test-time augmentation
+    (``TEST.AUG.ENABLED``) resizes each copy itself, and ``TEST.SLIDING_WINDOW.ORIGINAL_RESOLUTION``
+    runs the windows over the original image."""
+    sw = cfg.TEST.SLIDING_WINDOW
+    return bool(cfg.TEST.AUG.ENABLED or (sw.ENABLED and sw.ORIGINAL_RESOLUTION))
+
+
 def build_augmentation(cfg, is_train: bool) -> List[Augmentation]:
     """The semantic-segmentation pipeline.
 
@@ -73,7 +82,8 @@ def build_augmentation(cfg, is_train: bool) -> List[Augmentation]:
     (:func:`build_seed_geometric_augmentation`), sharpening and colour jitter
     (:func:`build_seed_photometric_augmentation`); INPUT.ROTATION.ANGLES picks from a list of angles.
 
-    Test: ``ResizeShortestEdge(MIN_SIZE_TEST, MAX_SIZE_TEST)`` only (nothing if MIN_SIZE_TEST is 0).
+    Test: ``ResizeShortestEdge(MIN_SIZE_TEST, MAX_SIZE_TEST)`` only (nothing if MIN_SIZE_TEST is 0,
+    or when :func:`keeps_original_resolution`).
     Padding to INPUT.SIZE_DIVISIBILITY is done by the mappers (:class:`PadToDivisible`).
 
     With ``INPUT.FIXED_SIZE`` (H, W), ``Resize(FIXED_SIZE)`` replaces both shortest-edge resizes;
@@ -84,6 +94,8 @@ def build_augmentation(cfg, is_train: bool) -> List[Augmentation]:
     inp = cfg.INPUT
     fixed = fixed_size(cfg)
     if not is_train:
+        if keeps_original_resolution(cfg):
+            return []
         if fixed is not None:
             return [Resize(fixed)]
         return [ResizeShortestEdge(inp.MIN_SIZE_TEST, inp.MAX_SIZE_TEST, "choice")] if inp.MIN_SIZE_TEST > 0 else []
@@ -150,14 +162,14 @@ def build_seed_photometric_augmentation(cfg) -> List[Augmentation]:
 
 def _build_rotation(cfg, ignore: int) -> List[Augmentation]:
     """Rotation with probability ``INPUT.ROTATION.PROB`` decided per sample, or — with
-    ``INPUT.ROTATION.ONCE_PER_RUN`` (the original SiMaskFormer's behaviour, spec §10 #2) — decided
+    ``INPUT.ROTATION.ONCE_PER_RUN`` (the original SiMaskFormer's behaviour, difference D2 in ``docs/simaskformer.md``) — decided
     once when the mapper is built, so a whole run either always or never rotates."""
     inp = cfg.INPUT
     prob = inp.ROTATION.PROB
     if prob <= 0:
         return []
     # MODEL.SIMASKFORMER.ORIGINAL_QUIRKS promises the original's behaviour end to end, and the
-    # once-per-run rotation (spec §10 #2) lives in its data pipeline, so it is honoured here too.
+    # once-per-run rotation (original-implementation difference D2) lives in its data pipeline, so it is honoured here too.
     quirks = cfg.MODEL.META_ARCHITECTURE == "SiMaskFormer" and cfg.MODEL.SIMASKFORMER.get("ORIGINAL_QUIRKS", False)
     if inp.ROTATION.ONCE_PER_RUN or quirks:
         rng = np.random.default_rng(None if cfg.SEED < 0 else cfg.SEED)

@@ -20,7 +20,7 @@ Inference outputs at the original resolution (``height``, ``width`` of the input
   ``pred_boxes`` when the decoder predicts them, else the tight boxes of the masks.
 * sliding window (``TEST.SLIDING_WINDOW``, semantic / multi-label only): images with a side
   larger than ``SIZE`` are processed in ``SIZE×SIZE`` windows every ``STRIDE`` pixels; the
-  windows' score maps are averaged where they overlap.
+  windows' score maps are blended where they overlap (:class:`~..sliding_window.SlidingWindow`).
 """
 import logging
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -39,6 +39,7 @@ from ..matcher import HungarianMatcher
 from ..pixel_auxiliary_loss import PixelAuxiliaryLoss
 from ..pixel_decoder import build_pixel_decoder
 from ..postprocessing import MaskPostProcessor, sem_seg_postprocess
+from ..sliding_window import SlidingWindow
 from ..transformer_decoder import build_transformer_decoder
 from .build import META_ARCH_REGISTRY
 
@@ -62,7 +63,7 @@ class MaskFormer(nn.Module):
             before combining them.
         test_topk_per_image: instances kept per image.
         focus_on_box: instance score = class probability only.
-        sliding_window: ``(size, stride)`` or None.
+        sliding_window: a :class:`SlidingWindow`, or None.
         pixel_aux_loss: optional training-only :class:`PixelAuxiliaryLoss` on the mask features.
     """
 
@@ -75,14 +76,12 @@ class MaskFormer(nn.Module):
                  pixel_mean: Sequence[float], pixel_std: Sequence[float], semantic_on: bool = True,
                  multilabel_on: bool = False, instance_on: bool = False,
                  sem_seg_postprocess_before_inference: bool = False, test_topk_per_image: int = 100,
-                 focus_on_box: bool = False, sliding_window: Optional[Tuple[int, int]] = None,
+                 focus_on_box: bool = False, sliding_window: Optional[SlidingWindow] = None,
                  postprocessor: Optional[MaskPostProcessor] = None,
                  pixel_aux_loss: Optional[PixelAuxiliaryLoss] = None):
         super().__init__()
         if class_loss not in ("ce", "focal"):
             raise ValueError(f"{type(self).__name__}: class_loss must be 'ce' or 'focal', got {class_loss!r}")
-        if sliding_window is not None and not (0 < sliding_window[1] <= sliding_window[0]):
-            raise ValueError(f"TEST.SLIDING_WINDOW: need 0 < STRIDE <= SIZE, got SIZE, STRIDE = {sliding_window}")
         self.backbone = backbone
         self.pixel_decoder = pixel_decoder
         self.transformer_decoder = transformer_decoder
@@ -158,7 +157,6 @@ class MaskFormer(nn.Module):
             cfg, cfg.MODEL.SEM_SEG_HEAD.CONVS_DIM, mask_classification=True, name=node.TRANSFORMER_DECODER_NAME,
             config_key=f"MODEL.{cls.CONFIG_NODE}.TRANSFORMER_DECODER_NAME",
         )
-        sw = cfg.TEST.SLIDING_WINDOW
         return {
             "backbone": backbone,
             "pixel_decoder": pixel_decoder,
@@ -175,7 +173,7 @@ class MaskFormer(nn.Module):
             "sem_seg_postprocess_before_inference": node.TEST.SEM_SEG_POSTPROCESSING_BEFORE_INFERENCE,
             "test_topk_per_image": cfg.TEST.DETECTIONS_PER_IMAGE,
             "focus_on_box": node.TEST.FOCUS_ON_BOX,
-            "sliding_window": (sw.SIZE, sw.STRIDE) if sw.ENABLED else None,
+            "sliding_window": SlidingWindow.from_config(cfg),
             "postprocessor": MaskPostProcessor.from_config(cfg),
             "pixel_aux_loss": PixelAuxiliaryLoss(
                 cfg.MODEL.SEM_SEG_HEAD.MASK_DIM, cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES, node.PIXEL_AUX_WEIGHT
@@ -245,15 +243,15 @@ class MaskFormer(nn.Module):
             training: dict of weighted scalar losses; eval: per image ``{"sem_seg": K×H×W}``
             and / or ``{"instances": Instances}``.
         """
+        if not self.training:
+            return self.inference(batched_inputs)
         images = self.preprocess_image(batched_inputs)
-        if self.training:
-            targets = self.prepare_targets(batched_inputs, images)
-            outputs, mask_features = self._predict(images.tensor, targets)
-            losses = self.weight_losses(self.criterion(outputs, targets))
-            if self.pixel_aux_loss is not None:
-                losses.update(self.pixel_aux_loss(mask_features, targets))
-            return losses
-        return self.inference(batched_inputs, images)
+        targets = self.prepare_targets(batched_inputs, images)
+        outputs, mask_features = self._predict(images.tensor, targets)
+        losses = self.weight_losses(self.criterion(outputs, targets))
+        if self.pixel_aux_loss is not None:
+            losses.update(self.pixel_aux_loss(mask_features, targets))
+        return losses
 
     def weight_losses(self, losses: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
         """Multiply by ``criterion.weight_dict``; drop (and log once) keys without a weight."""
@@ -300,28 +298,12 @@ class MaskFormer(nn.Module):
                 return self.combine_masks(probs, masks)
             return sem_seg_postprocess(self.combine_masks(probs, masks), image_size, *out_size)
 
-    def _sliding_window_scores(self, image: torch.Tensor) -> torch.Tensor:
-        """Average of window score maps over a normalised ``3×h×w`` image -> ``K×h×w``."""
-        size, stride = self.sliding_window
-        h, w = image.shape[-2:]
-
-        def starts(n):
-            if n <= size:
-                return [0]
-            s = list(range(0, n - size + 1, stride))
-            return s if s[-1] == n - size else s + [n - size]
-
-        windows = [(y, x) for y in starts(h) for x in starts(w)]
-        total = image.new_zeros((self.num_classes, h, w))
-        count = image.new_zeros((1, h, w))
-        for y, x in windows:
-            crop = image[:, y: y + size, x: x + size]
-            batch = ImageList.from_tensors([crop], self.size_divisibility)
-            out = self.predict(batch.tensor)
-            ch, cw = crop.shape[-2:]
-            total[:, y: y + ch, x: x + cw] += self._dense_scores(out, 0, batch.tensor.shape[-2:], (ch, cw), (ch, cw))
-            count[:, y: y + ch, x: x + cw] += 1
-        return total / count
+    def _window_scores(self, crops: List[torch.Tensor]) -> List[torch.Tensor]:
+        """Score maps ``K×h×w`` of uint8 ``3×h×w`` window crops (one batch)."""
+        batch = self.preprocess_image([{"image": c} for c in crops])
+        out = self.predict(batch.tensor)
+        padded = batch.tensor.shape[-2:]
+        return [self._dense_scores(out, i, padded, size, size) for i, size in enumerate(batch.image_sizes)]
 
     def instance_inference(self, logits: torch.Tensor, mask_logits: torch.Tensor, boxes: Optional[torch.Tensor],
                            padded_size, image_size, out_size) -> Instances:
@@ -362,38 +344,39 @@ class MaskFormer(nn.Module):
                          scores=scores[order], pred_classes=labels[order])
 
     @torch.no_grad()
-    def inference(self, batched_inputs: List[Dict], images: ImageList) -> List[Dict]:
+    def inference(self, batched_inputs: List[Dict]) -> List[Dict]:
+        """Eval outputs of a batch (see the module docstring). Images larger than the sliding
+        window are scored window by window from their uint8 pixels, never normalised whole on
+        the device; the others (and every image when instances are requested) in one batch."""
         need_dense = self.semantic_on or self.multilabel_on
-        use_window = (
-            self.sliding_window is not None and need_dense
-            and any(max(s) > self.sliding_window[0] for s in images.image_sizes)
-        )
-        outputs = None
-        if self.instance_on or not use_window:
+        windowed = [need_dense and self.sliding_window is not None
+                    and self.sliding_window.applies_to(tuple(x["image"].shape[-2:])) for x in batched_inputs]
+        results: List[Dict] = [{} for _ in batched_inputs]
+        batched = [i for i, w in enumerate(windowed) if not w or self.instance_on]
+        if batched:
+            images = self.preprocess_image([batched_inputs[i] for i in batched])
             outputs = self.predict(images.tensor)
-        padded_size = images.tensor.shape[-2:]
-        results = []
+            padded_size = images.tensor.shape[-2:]
+            for j, i in enumerate(batched):
+                image_size = images.image_sizes[j]
+                x = batched_inputs[i]
+                out_size = (int(x.get("height", image_size[0])), int(x.get("width", image_size[1])))
+                if need_dense and not windowed[i]:
+                    results[i]["sem_seg"] = self._dense_scores(outputs, j, padded_size, image_size, out_size)
+                if self.instance_on:
+                    boxes = outputs.get("pred_boxes")
+                    results[i]["instances"] = self.instance_inference(
+                        outputs["pred_logits"][j], outputs["pred_masks"][j], None if boxes is None else boxes[j],
+                        padded_size, image_size, out_size,
+                    )
         for i, x in enumerate(batched_inputs):
-            image_size = images.image_sizes[i]
-            out_size = (int(x.get("height", image_size[0])), int(x.get("width", image_size[1])))
-            r = {}
-            if need_dense:
-                if use_window and max(image_size) > self.sliding_window[0]:
-                    scores = self._sliding_window_scores(images[i]).float()
-                    r["sem_seg"] = sem_seg_postprocess(scores, image_size, *out_size)
-                else:
-                    if outputs is None:
-                        outputs = self.predict(images.tensor)
-                    r["sem_seg"] = self._dense_scores(outputs, i, padded_size, image_size, out_size)
-                if self.postprocessor is not None:
-                    r["sem_seg"] = self.postprocessor(r["sem_seg"])
-            if self.instance_on:
-                boxes = outputs.get("pred_boxes")
-                r["instances"] = self.instance_inference(
-                    outputs["pred_logits"][i], outputs["pred_masks"][i], None if boxes is None else boxes[i],
-                    padded_size, image_size, out_size,
-                )
-            results.append(r)
+            if windowed[i]:
+                image_size = tuple(x["image"].shape[-2:])
+                out_size = (int(x.get("height", image_size[0])), int(x.get("width", image_size[1])))
+                scores = self.sliding_window(x["image"], self._window_scores)
+                results[i]["sem_seg"] = sem_seg_postprocess(scores, image_size, *out_size)
+            if self.postprocessor is not None and "sem_seg" in results[i]:
+                results[i]["sem_seg"] = self.postprocessor(results[i]["sem_seg"])
         return results
 
 

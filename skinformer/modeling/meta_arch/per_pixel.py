@@ -13,6 +13,7 @@ from skinformer.structures import ImageList
 from ..backbone import Backbone, build_backbone, resolve_pixel_normalization
 from ..losses import CrossEntropyLoss, DiceLoss, LossCombination, build_loss
 from ..postprocessing import MaskPostProcessor, sem_seg_postprocess
+from ..sliding_window import SlidingWindow
 from ..sem_seg_heads import build_sem_seg_head
 from .build import META_ARCH_REGISTRY
 
@@ -56,6 +57,9 @@ class PerPixelSegmentor(nn.Module):
         size_divisibility: pad the batch to a multiple of this (raised to the backbone's own).
         postprocessor: optional :class:`MaskPostProcessor` (``MODEL.POSTPROCESS``) applied to each
             output ``sem_seg`` at the original resolution.
+        sliding_window: a :class:`SlidingWindow` (``TEST.SLIDING_WINDOW``) for images larger
+            than one window, or None: those are scored window by window from their uint8 pixels
+            (blended overlaps) and never normalised whole on the device.
 
     Training input: mapper dicts with ``image`` (uint8 3×h×w) and ``sem_seg`` (int64 h×w; values
     0..K-1 classes, K background-not-a-class, ``ignore_value`` ignored); sigmoid losses also use
@@ -75,7 +79,8 @@ class PerPixelSegmentor(nn.Module):
     def __init__(self, *, backbone: Backbone, sem_seg_head: nn.Module, num_classes: int,
                  pixel_mean: Sequence[float], pixel_std: Sequence[float], ignore_value: int = 255,
                  loss: Optional[nn.Module] = None, size_divisibility: int = 32, multi_label: bool = False,
-                 postprocessor: Optional[MaskPostProcessor] = None):
+                 postprocessor: Optional[MaskPostProcessor] = None,
+                 sliding_window: Optional[SlidingWindow] = None):
         super().__init__()
         if len(pixel_mean) != len(pixel_std):
             raise ValueError(f"MODEL.PIXEL_MEAN {list(pixel_mean)} and MODEL.PIXEL_STD {list(pixel_std)} "
@@ -92,6 +97,7 @@ class PerPixelSegmentor(nn.Module):
         self.postprocessor = postprocessor
         self.sigmoid = self.multi_label or loss.activation == "sigmoid"
         self.size_divisibility = max(int(size_divisibility), int(backbone.size_divisibility or 0))
+        self.sliding_window = sliding_window
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(-1, 1, 1), False)
 
@@ -112,6 +118,7 @@ class PerPixelSegmentor(nn.Module):
             "size_divisibility": h.SIZE_DIVISIBILITY,
             "multi_label": datasets_are_multi_label(cfg),
             "postprocessor": MaskPostProcessor.from_config(cfg),
+            "sliding_window": SlidingWindow.from_config(cfg),
         }
 
     @property
@@ -124,15 +131,16 @@ class PerPixelSegmentor(nn.Module):
                   for x in batched_inputs]
         return ImageList.from_tensors(images, self.size_divisibility)
 
+    def _logits(self, images: ImageList) -> torch.Tensor:
+        """``B×(K+1)×Hp×Wp`` logits at the padded input resolution."""
+        logits = self.sem_seg_head(self.backbone(images.tensor))
+        return F.interpolate(logits, size=images.tensor.shape[-2:], mode="bilinear", align_corners=False)
+
     def forward(self, batched_inputs: List[dict]):
+        if not self.training:
+            return self.inference(batched_inputs)
         images = self.preprocess_image(batched_inputs)
-        features = self.backbone(images.tensor)
-        logits = self.sem_seg_head(features)
-        # Logits at the padded input resolution: B×(K+1)×H×W.
-        logits = F.interpolate(logits, size=images.tensor.shape[-2:], mode="bilinear", align_corners=False)
-        if self.training:
-            return self.losses(logits, batched_inputs, images)
-        return self.inference(logits, batched_inputs, images)
+        return self.losses(self._logits(images), batched_inputs, images)
 
     def losses(self, logits: torch.Tensor, batched_inputs: List[dict], images: ImageList) -> Dict[str, torch.Tensor]:
         if self.multi_label:
@@ -173,16 +181,35 @@ class PerPixelSegmentor(nn.Module):
             valid[i, :h, :w] = True
         return self.loss(logits, label_masks, valid=valid)
 
-    def inference(self, logits: torch.Tensor, batched_inputs: List[dict], images: ImageList) -> List[dict]:
+    def scores(self, logits: torch.Tensor) -> torch.Tensor:
+        """``B×(K+1)×H×W`` logits -> ``B×K×H×W`` class probabilities."""
         if self.sigmoid:
-            scores = logits[:, : self.num_classes].sigmoid()
-        else:
-            scores = logits.softmax(dim=1)[:, : self.num_classes]
+            return logits[:, : self.num_classes].sigmoid()
+        return logits.softmax(dim=1)[:, : self.num_classes]
+
+    def _window_scores(self, crops: List[torch.Tensor]) -> List[torch.Tensor]:
+        """Probabilities ``K×h×w`` of uint8 ``3×h×w`` window crops (one batch)."""
+        images = self.preprocess_image([{"image": c} for c in crops])
+        scores = self.scores(self._logits(images))
+        return [s[:, : h, : w] for s, (h, w) in zip(scores, images.image_sizes)]
+
+    @torch.no_grad()
+    def inference(self, batched_inputs: List[dict]) -> List[dict]:
+        """``[{"sem_seg": K×height×width}]``; windowed images never go to the device whole."""
+        scores: List = [None] * len(batched_inputs)
+        windowed = [self.sliding_window is not None and self.sliding_window.applies_to(tuple(x["image"].shape[-2:]))
+                    for x in batched_inputs]
+        batched = [i for i, w in enumerate(windowed) if not w]
+        if batched:
+            images = self.preprocess_image([batched_inputs[i] for i in batched])
+            for score, i, size in zip(self.scores(self._logits(images)), batched, images.image_sizes):
+                scores[i] = (score, size)
+        for i, x in enumerate(batched_inputs):
+            if windowed[i]:
+                scores[i] = (self.sliding_window(x["image"], self._window_scores), tuple(x["image"].shape[-2:]))
         results = []
-        for score, x, size in zip(scores, batched_inputs, images.image_sizes):
-            height = x.get("height", size[0])
-            width = x.get("width", size[1])
-            score = sem_seg_postprocess(score, size, height, width)
+        for x, (score, size) in zip(batched_inputs, scores):
+            score = sem_seg_postprocess(score, size, x.get("height", size[0]), x.get("width", size[1]))
             if self.postprocessor is not None:
                 score = self.postprocessor(score)
             results.append({"sem_seg": score})

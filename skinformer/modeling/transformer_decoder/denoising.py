@@ -1,4 +1,4 @@
-"""Mask denoising (DN = "seg") for SiMaskFormer's decoder (``reference/simaskformer_spec.md`` §1.4.3).
+"""Mask denoising (DN = "seg") for SiMaskFormer's decoder (``docs/simaskformer.md``).
 
 During training, ``G = dn_num // m`` groups (m = the largest number of GT objects of an image in
 the batch) of noised copies of the ground truth are decoded next to the matching queries. DN
@@ -11,15 +11,15 @@ padding (content 0, box and mask logits 0). Each copy gets
   mask-feature resolution; its reference is the inverse sigmoid of the noised mask;
 * box = tight box of (noised mask > 0): box noise comes only through the mask.
 
-Corrected defaults vs. the seed (``quirks=True`` reproduces the seed, spec §10 #8): the translation
-is in pixels with a symmetric sign (the seed puts pixel offsets into the normalised [-1, 1] affine
+Corrected defaults vs. the original implementation (``quirks=True`` reproduces it, difference D8): the translation
+is in pixels with a symmetric sign (the original implementation puts pixel offsets into the normalised [-1, 1] affine
 matrix, so they are halved and point the other way, and only non-negative offsets are drawn),
-rotation and scaling are about the object's centre in pixel space (the seed: about the image
+rotation and scaling are about the object's centre in pixel space (the original implementation: about the image
 centre in normalised space), the mask is sampled directly at the low-resolution pixel centres
-(the seed: warp at full resolution, then nearest-resize — reproduced exactly without the
-full-resolution buffer), the mask logits are float32 clamped to ±11.5 (the seed: eps 1e-11 and a
+(the original implementation: warp at full resolution, then nearest-resize — reproduced exactly without the
+full-resolution buffer), the mask logits are float32 clamped to ±11.5 (the original implementation: eps 1e-11 and a
 float16 cast, ±25.3), and an empty noised mask gets the whole image as its box. A single DN mask,
-empty images and CPU tensors all work (§10 #8/#9).
+empty images and CPU tensors all work (differences D8/D9).
 
 The self-attention mask (``(D+Q)×(D+Q)``, True = blocked) keeps the matching queries from seeing
 any DN query and each DN group from seeing the other groups (DN queries see the matching ones).
@@ -43,7 +43,7 @@ __all__ = [
     "DENOISERS",
 ]
 
-# Logit clamp of the DN mask references: corrected float32 (±11.5), seed 1e-11 then float16 (±25.3).
+# Logit clamp of the DN mask references: corrected float32 (±11.5), original implementation 1e-11 then float16 (±25.3).
 _DN_MASK_EPS = 1e-5
 _DN_MASK_EPS_SEED = 1e-11
 
@@ -90,7 +90,7 @@ def dn_attention_mask(num_groups: int, single_pad: int, num_queries: int, device
 def _sample_grid_base(out_size: Tuple[int, int], in_size: Tuple[int, int], quirks: bool, device) -> torch.Tensor:
     """``h×w×3`` homogeneous normalised (x, y, 1) coordinates where the warped mask is sampled.
 
-    Corrected: the low-resolution pixel centres. Seed: the full-resolution pixel centres that
+    Corrected: the low-resolution pixel centres. Original implementation: the full-resolution pixel centres that
     ``F.interpolate(mode="nearest")`` picks (source index floor(i·in/out)) after a full-resolution warp.
     """
     (h, w), (hp, wp) = out_size, in_size
@@ -174,7 +174,7 @@ class MaskDenoiser(nn.Module):
         hidden_dim: query width.
         dn_num: DN query budget; groups = dn_num // max #GT.
         noise_scale: ns of the label and mask noise.
-        quirks: reproduce the seed's mask noise (see the module docstring).
+        quirks: reproduce the original implementation's mask noise (see the module docstring).
     """
 
     def __init__(self, num_classes: int, hidden_dim: int, dn_num: int = 100, noise_scale: float = 0.4,
@@ -263,7 +263,7 @@ def split_dn_outputs(predictions: List[Dict[str, torch.Tensor]], pad_size: int
 
 
 # DN -> denoiser constructor (None = no denoising). "standard" differs from "seg" only in the
-# criterion (no mask DN loss); the seed's decoder builds the same mask DN queries for both.
+# criterion (no mask DN loss); the original implementation's decoder builds the same mask DN queries for both.
 DENOISERS = {
     "seg": MaskDenoiser,
     "standard": MaskDenoiser,

@@ -2,9 +2,9 @@
 
 SiMaskFormer derives boxes from mask logits in three places: the initial query box
 (``INITIALIZE_BOX_TYPE``), the box the mask-guided cross-attention samples in (and the query
-centre of binary semantic models), and the denoising box of a noised GT mask. The seed uses two
+centre of binary semantic models), and the denoising box of a noised GT mask. The original implementation uses two
 conventions with a half-pixel disagreement and degenerate boxes for empty masks
-(``reference/simaskformer_spec.md`` §10 #4, #21); ``quirks=True`` reproduces them.
+(``docs/simaskformer.md``, differences D4, D21); ``quirks=True`` reproduces them.
 
 All functions are vectorised over any leading dimensions: masks ``...×H×W`` (bool) ->
 boxes ``...×4`` (cx, cy, w, h) normalised by (W, H, W, H). Masks may also be given as float logits
@@ -46,7 +46,7 @@ def mask_extents(masks: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch
     """Pixel-index extents of ``...×H×W`` masks: bool, or float logits (foreground = logit > 0).
 
     Returns float tensors ``x0, y0, x1, y1`` (inclusive min / max indices, shape ``...``) and the
-    bool ``nonempty``. For an empty mask the extents are the seed's sentinels x0 = W, x1 = 0
+    bool ``nonempty``. For an empty mask the extents are the original implementation's sentinels x0 = W, x1 = 0
     (y0 = H, y1 = 0), which is what makes its empty-mask box degenerate.
     """
     if masks.dtype == torch.bool:
@@ -66,7 +66,7 @@ def mask_boxes_cxcywh(masks: torch.Tensor, quirks: bool = False) -> torch.Tensor
     """Tight box of each mask (the sampling box of mask-guided attention, the DN box).
 
     Corrected: pixel-edge convention, cx = (x0 + x1 + 1) / 2 / W, w = (x1 - x0 + 1) / W, and the
-    whole image for an empty mask. ``quirks``: the seed's ``get_bounding_boxes``,
+    whole image for an empty mask. ``quirks``: the original implementation's ``get_bounding_boxes``,
     cx = (x0 + x1) / 2 / W (half a pixel left of the edge convention) and, for an empty mask,
     cx = cy = 0.5 with w = -(W - 1) / W, h = -(H - 1) / H (negative: a mirrored sampling pattern).
     """

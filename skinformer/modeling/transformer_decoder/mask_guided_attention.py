@@ -2,7 +2,7 @@
 
 Deformable-DETR cross-attention (:class:`skinformer.layers.MSDeformAttn`) whose sampling box and
 attention logits follow each query's current mask reference ``m = (R > 0)`` at 1/4 resolution
-(``reference/simaskformer_spec.md`` §2b.3):
+(AMR, ``docs/simaskformer.md``):
 
 * ``"mask"``: every point samples inside the tight box of ``m`` (the same box at every level:
   ``loc = (cx, cy) + offset / n_points · (w, h) · 0.5``) and is *gated* by ``m``: the nearest
@@ -10,7 +10,7 @@ attention logits follow each query's current mask reference ``m = (R > 0)`` at 1
   levels and points). Corrected gating: the logits of points outside the mask are set to −inf
   before the softmax, so they get exactly zero weight; a (query, head) row whose points are all
   outside stays ungated (uniform-by-logit instead of NaN). Points outside the image count as
-  outside. ``quirks=True`` reproduces the seed (§10 #3): logits are *multiplied* by inside ∈ {0, 1}
+  outside. ``quirks=True`` reproduces the original implementation (difference D3): logits are *multiplied* by inside ∈ {0, 1}
   (outside points keep logit 0, they are only down-weighted) and the pixel index is truncated
   and clamped, so points outside the image inherit the border pixel.
 * ``"bbox"``: every point samples inside the predicted box sigmoid(b); no gating.
@@ -34,7 +34,7 @@ def nearest_pixel_inside(mask: torch.Tensor, locations: torch.Tensor, quirks: bo
         mask: ``B×Nq×H×W`` bool, or float logits R (foreground = R > 0; read at the gathered
             pixels only, no full-resolution bool temporary).
         locations: ``B×Nq×...×2`` normalised (x, y) in [0, 1] (e.g. ``B×Nq×M×L×P×2``).
-        quirks: seed lookup (truncate toward zero and clamp into the image).
+        quirks: original-implementation lookup (truncate toward zero and clamp into the image).
     Returns:
         ``B×Nq×...`` bool.
     """
@@ -81,7 +81,7 @@ class MaskGuidedDeformableAttention(nn.Module):
     Args:
         d_model, n_levels, n_heads, n_points: as :class:`MSDeformAttn`.
         sampling: "mask" | "bbox" | "both" (see the module docstring).
-        quirks: the seed's gating (§10 #3).
+        quirks: the original implementation's gating (difference D3).
     """
 
     def __init__(self, d_model: int = 256, n_levels: int = 3, n_heads: int = 8, n_points: int = 8,

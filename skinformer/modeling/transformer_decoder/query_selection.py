@@ -1,4 +1,4 @@
-"""Two-stage query selection for SiMaskFormer (UOME, ``reference/simaskformer_spec.md`` §1.4.2, §2a).
+"""Two-stage query selection for SiMaskFormer (UOME, ``docs/simaskformer.md``).
 
 Every encoder token gets a proposal box (its pixel centre, side ``box_size·2^level``); tokens whose
 proposal leaves (0.01, 0.99) are invalid (their memory is zeroed and their box logits are +inf).
@@ -9,7 +9,7 @@ The K = Q queries are the tokens
   foreground softmax probability, in focal mode the highest logit).
 
 Corrected default: invalid tokens are never preferred over valid ones; ``quirks=True`` ranks them
-like any other token, as the seed (§10 #22).
+like any other token, as the original implementation (difference D22).
 """
 import math
 from typing import List, Sequence, Tuple

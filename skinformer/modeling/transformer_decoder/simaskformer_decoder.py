@@ -1,4 +1,4 @@
-"""SiMaskFormer's transformer decoder (``reference/simaskformer_spec.md`` §1.4, §2a, §2b).
+"""SiMaskFormer's transformer decoder (``docs/simaskformer.md``).
 
 Pipeline of one forward:
 
@@ -22,7 +22,7 @@ Pipeline of one forward:
 each layer's positional query is ``ref_mask_head([mask embedding of R | sine(centre)])``
 (:mod:`.mask_embedding`, ``TYPE_MASK_EMBED``), the cross-attention samples per
 ``TYPE_SAMPLING_LOCATIONS`` (default "mask": inside the tight box of R > 0, gated by R > 0), and the
-mask reference is refined iteratively (emitted mask R + Δm; seed quirk R + 2Δm, §10 #1).
+mask reference is refined iteratively (emitted mask R + Δm; original-implementation quirk R + 2Δm, difference D1).
 **AMR off** means exactly: (a) no mask reference is carried between layers — every layer predicts
 its mask directly as ``mask_embed(h)·F`` (the initial prediction set still emits the interm /
 noised-GT mask); (b) the positional query is ``ref_mask_head(sine(cx, cy, w, h))`` of the query's
@@ -30,10 +30,10 @@ predicted box (DINO; same MLP shape); (c) the cross-attention samples inside the
 without gating ("bbox", whatever ``TYPE_SAMPLING_LOCATIONS`` says) and no mask embedding module
 is built. Box refinement, two-stage selection, "bitmask" box initialisation and DN are unchanged.
 
-``quirks`` (ORIGINAL_QUIRKS) reproduces the seed's behaviour for spec §10 #1 (mask R + 2Δm),
+``quirks`` (ORIGINAL_QUIRKS) reproduces the original implementation's behaviour for difference D1 (mask R + 2Δm),
 #3 (gate multiplies logits by 0/1, truncating lookup), #4 / #21 (degenerate empty-mask boxes,
 half-pixel centres), #8 (DN mask-noise units, float16 DN masks), #22 (invalid tokens selectable)
-and the seed's column-first per-pixel sine table. Everything is vectorised over queries and
+and the original implementation's column-first per-pixel sine table. Everything is vectorised over queries and
 pixels; loops run over feature levels, layers and (in DN) images only.
 """
 from typing import Dict, List, Optional, Sequence
@@ -160,10 +160,11 @@ class SiMaskFormerDecoder(nn.Module):
             num_classes: K.
             semantic_ce_loss: CE mode (class head K+1, last = no-object) instead of focal (K).
             centre_from_mask_box: positional-query centre from the tight box of R > 0 instead of
-                sigmoid(box); default: True for binary semantic models (CE mode and K == 1), as the seed.
+                sigmoid(box); default: True for binary semantic models (CE mode and K == 1), as the original implementation.
             uome: rank encoder tokens by the predicted matching cost (else by interm class score).
             amr: Adaptive Mask Refinement (see the module docstring for what "off" means).
-            quirks: reproduce the seed's decoder quirks (spec §10), see the module docstring.
+            quirks: reproduce the original implementation's decoder quirks (``docs/simaskformer.md``),
+                see the module docstring.
             Other arguments mirror the MODEL.SIMASKFORMER keys.
         """
         super().__init__()
@@ -231,14 +232,14 @@ class SiMaskFormerDecoder(nn.Module):
             for _ in range(dec_layers)
         )
         self.ref_mask_head = MLP(2 * hidden_dim, hidden_dim, hidden_dim, 2)
-        # Seed init: xavier on every >1-d parameter of the stack, then the deformable-attention reset.
+        # Original-implementation init: xavier on every >1-d parameter of the stack, then the deformable-attention reset.
         for module in (self.layers, self.ref_mask_head):
             for p in module.parameters():
                 if p.dim() > 1:
                     nn.init.xavier_uniform_(p)
         for layer in self.layers:
             layer.cross_attn._reset_parameters()
-        # Built after the xavier pass so the CNN keeps its kaiming init (the seed overwrote it, §10 #15).
+        # Built after the xavier pass so the CNN keeps its kaiming init (the original overwrote it, D15).
         self.mask_embedding = build_mask_embedding(mask_embed_type, hidden_dim, quirks) if amr else None
         if self.mask_embedding is not None and self.mask_embedding.out_dim != hidden_dim:
             raise ValueError(f"mask embedding width {self.mask_embedding.out_dim} != HIDDEN_DIM {hidden_dim}")
@@ -386,7 +387,7 @@ class SiMaskFormerDecoder(nn.Module):
                 if torch.is_grad_enabled() or self.quirks:
                     delta_mask = torch.einsum("bqc,bchw->bqhw", mask_emb, mask_features)
                     new_mask = mask_ref + delta_mask
-                    # Seed (§10 #1) emits R + 2Δm; corrected: R + Δm, through the undetached
+                    # The original implementation (D1) emits R + 2Δm; corrected: R + Δm, through the undetached
                     # previous reference (look forward twice, like the boxes).
                     out_mask = new_mask + delta_mask if self.quirks else mask_prev + delta_mask
                 else:
