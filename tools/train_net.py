@@ -60,8 +60,10 @@ def main(args):
         check_cfg_against_metadata(cfg, cfg.DATASETS.TEST)
         model = Trainer.build_model(cfg)
         checkpointer = DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR)
-        # --resume: the last checkpoint of OUTPUT_DIR if there is one, else MODEL.WEIGHTS
-        checkpointer.resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+        # --resume: the last checkpoint of OUTPUT_DIR if there is one, else MODEL.WEIGHTS; either
+        # must fit the model, or the metrics would come from a partly random model
+        checkpointer.resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume, strict_weights=True,
+                                    allow_partial=cfg.MODEL.ALLOW_PARTIAL_WEIGHTS)
         res = Trainer.test(cfg, model)
         _final_table(res)
         if comm.is_main_process():

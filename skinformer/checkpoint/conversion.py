@@ -28,6 +28,7 @@ __all__ = [
     "CheckpointError",
     "CorruptCheckpointError",
     "UnsafeCheckpointError",
+    "IncompatibleCheckpointError",
     "read_weights_file",
     "unwrap_state_dict",
     "align_and_update_state_dicts",
@@ -47,6 +48,11 @@ class CorruptCheckpointError(CheckpointError):
 
 class UnsafeCheckpointError(CheckpointError):
     """The file holds Python objects that ``torch.load(weights_only=True)`` refuses."""
+
+
+class IncompatibleCheckpointError(CheckpointError):
+    """The file's model weights do not fit the model (missing keys or other shapes): loading it
+    would leave part of the model randomly initialised."""
 
 
 # ------------------------------------------------------------------------------------------

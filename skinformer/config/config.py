@@ -4,7 +4,6 @@
 ``add_<family>_config(cfg)``. Unknown keys (in files or command-line overrides) raise a
 ``KeyError`` that names the key and the closest known key.
 """
-import difflib
 import functools
 import inspect
 import logging
@@ -13,6 +12,8 @@ from typing import Any, Callable, Dict, List, Optional
 
 import yaml
 from fvcore.common.config import CfgNode as _FvCfgNode
+
+from skinformer.utils.registry import closest_name
 
 __all__ = ["CfgNode", "get_cfg", "configurable", "ConfigError"]
 
@@ -48,15 +49,27 @@ class CfgNode(_FvCfgNode):
     @classmethod
     def load_yaml_with_base(cls, filename: str, allow_unsafe: bool = False) -> Dict[str, Any]:
         if not os.path.isfile(filename):
-            raise FileNotFoundError(f"Config file '{filename}' does not exist.")
-        with open(filename, "r") as f:
-            try:
-                cfg = yaml.safe_load(f)
-            except yaml.YAMLError as e:
-                raise ValueError(f"Config file '{filename}' is not valid (safe) YAML: {e}") from e
+            raise FileNotFoundError(f"Config file '{filename}' does not exist.{_similar_file_hint(filename)}")
+        with open(filename, "rb") as f:
+            raw = f.read()
+        try:
+            # a checkpoint or an image passed by mistake is not text: say so instead of a codec error
+            if b"\x00" in raw:
+                raise UnicodeDecodeError("utf-8", raw, raw.index(b"\x00"), raw.index(b"\x00") + 1, "NUL byte")
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise ValueError(
+                f"Config file '{filename}' is not a text YAML file (binary content at byte {e.start}); "
+                "expected a YAML config such as configs/quickstart/per_pixel_r18_synthetic.yaml."
+            ) from None
+        try:
+            cfg = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise ValueError(f"Config file '{filename}' is not valid (safe) YAML: {e}") from e
         cfg = cfg or {}
         if not isinstance(cfg, dict):
-            raise ValueError(f"Config file '{filename}' must contain a mapping at the top level.")
+            raise ValueError(f"Config file '{filename}' must contain a mapping at the top level, "
+                             f"got {type(cfg).__name__}.")
         base = cfg.pop(cls.BASE_KEY, None) if hasattr(cls, "BASE_KEY") else cfg.pop("_BASE_", None)
         if base is None:
             return cfg
@@ -66,6 +79,11 @@ class CfgNode(_FvCfgNode):
             b = os.path.expanduser(b)
             if not os.path.isabs(b):
                 b = os.path.join(os.path.dirname(filename), b)
+            if not os.path.isfile(b):
+                raise FileNotFoundError(
+                    f"Config file '{b}' does not exist; it is the _BASE_ of '{filename}' "
+                    f"(paths are relative to that file).{_similar_file_hint(b)}"
+                )
             _deep_merge(merged, cls.load_yaml_with_base(b))
         _deep_merge(merged, cfg)
         return merged
@@ -103,14 +121,23 @@ class CfgNode(_FvCfgNode):
             if not isinstance(node, _FvCfgNode) or part not in node:
                 if isinstance(node, _FvCfgNode) and i == len(parts) - 1 and node.is_new_allowed():
                     return
-                known = _all_keys(self)
-                close = difflib.get_close_matches(key, known, n=1, cutoff=0.5)
-                hint = f" Did you mean '{close[0]}'?" if close else ""
+                near = closest_name(key, _all_keys(self), cutoff=0.8)
+                hint = f" Did you mean '{near}'?" if near else ""
                 raise ConfigError(f"Unknown config key '{key}' (from {source}).{hint}")
             node = node[part]
 
     def dump(self, *args, **kwargs) -> str:
         return super().dump(*args, **kwargs)
+
+
+def _similar_file_hint(path: str) -> str:
+    """" Did you mean 'x.yaml'?" for a close file name in the same folder, else ""."""
+    folder = os.path.dirname(path) or "."
+    if not os.path.isdir(folder):
+        return f" (folder '{folder}' does not exist either)"
+    near = closest_name(os.path.basename(path), [f for f in os.listdir(folder) if f.endswith((".yaml", ".yml"))],
+                        cutoff=0.8)
+    return f" Did you mean '{os.path.join(folder, near)}'?" if near else ""
 
 
 def _deep_merge(dst: Dict[str, Any], src: Dict[str, Any]) -> None:

@@ -21,6 +21,10 @@ _C.MODEL.DEVICE = "cpu"
 _C.MODEL.CHANNELS_LAST = False
 # Path (or URL) of weights to initialise the whole model from. Empty = none.
 _C.MODEL.WEIGHTS = ""
+# Checkpoints whose weights do not fit the model (missing keys, other shapes) are an error for
+# --eval-only, --resume and prediction; True turns that into a warning (intended partial loading).
+# MODEL.WEIGHTS for training may always fit partially (fine-tuning); it is logged as a warning.
+_C.MODEL.ALLOW_PARTIAL_WEIGHTS = False
 # RGB normalisation in 0-255 pixel units. Empty = the normalisation the pretrained backbone was
 # trained with (timm's pretrained config, e.g. 127.5 / 127.5 for EfficientNet-Lite), ImageNet's
 # (123.675, 116.28, 103.53) / (58.395, 57.12, 57.375) for a randomly initialised backbone.
@@ -435,6 +439,13 @@ _C.CUDNN_BENCHMARK = False
 _C.DETERMINISTIC = False
 # Log every N iterations.
 _C.LOG_PERIOD = 20
+# Console training log: total_loss plus the loss terms matching any CONSOLE_TERMS pattern and no
+# CONSOLE_SKIP pattern (fnmatch); the default skip list hides the auxiliary, denoising and
+# two-stage copies so the line shows the final layer's terms. metrics.json and TensorBoard
+# always get every term.
+_C.LOG = CN()
+_C.LOG.CONSOLE_TERMS = ("loss_*",)
+_C.LOG.CONSOLE_SKIP = ("*_[0-9]", "*_[0-9][0-9]", "*_dn", "*_dn_*", "*_interm")
 
 # Model families add their own nodes (one function per family, also callable by users on a
 # config they built themselves).

@@ -13,6 +13,7 @@ import argparse
 import inspect
 import logging
 import os
+import re
 import sys
 import weakref
 from collections import OrderedDict
@@ -22,7 +23,7 @@ import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from skinformer.checkpoint import DetectionCheckpointer
+from skinformer.checkpoint import DetectionCheckpointer, remove_stale_temporary_files
 from skinformer.config import CfgNode, get_cfg
 from skinformer.data.transforms import AugmentationList, apply_augmentations, build_augmentation
 from skinformer.utils import comm
@@ -41,7 +42,10 @@ __all__ = [
     "default_setup",
     "default_writers",
     "setup_cfg",
+    "check_cfg",
     "check_cfg_against_metadata",
+    "prepare_output_dir",
+    "OutputDirError",
     "DefaultPredictor",
     "DefaultTrainer",
 ]
@@ -78,12 +82,18 @@ Run on multiple machines:
 Under torchrun the process group is taken from the environment (env://):
     $ torchrun --nproc-per-node 2 {sys.argv[0]} --config-file cfg.yaml
 """
-    parser = argparse.ArgumentParser(epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _OverridesParser(epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config-file", default="", metavar="FILE", help="path to config file")
     parser.add_argument(
         "--resume", action="store_true",
         help="Resume from OUTPUT_DIR/last_checkpoint if it exists (everything is restored); "
              "otherwise start from MODEL.WEIGHTS.",
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true",
+        help="Start a new run in an OUTPUT_DIR that holds an earlier run: its checkpoints, "
+             "last_checkpoint and metrics.json are deleted first. Without it (or --resume) such an "
+             "OUTPUT_DIR is refused.",
     )
     parser.add_argument("--eval-only", action="store_true", help="perform evaluation only")
     parser.add_argument("--num-gpus", type=int, default=1,
@@ -103,14 +113,94 @@ Under torchrun the process group is taken from the environment (env://):
     return parser
 
 
+class _OverridesParser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose trailing ``KEY VALUE`` overrides may be followed by flags.
+
+    ``opts`` takes everything after the first override (argparse.REMAINDER), so
+    ``... SOLVER.MAX_ITER 10 --resume`` would hand ``--resume`` to the config as a key. Switches
+    (``--resume``, ``--eval-only``, ``--overwrite``) found there are applied; any other flag
+    there is an error that says to put it before the overrides (its value is ambiguous).
+    """
+
+    def parse_known_args(self, args=None, namespace=None):
+        namespace, extra = super().parse_known_args(args, namespace)
+        opts = getattr(namespace, "opts", None)
+        if not opts:
+            return namespace, extra
+        switches = {s: a.dest for a in self._actions if a.nargs == 0 and a.dest != "help" for s in a.option_strings}
+        kept = []
+        for item in opts:
+            if item in switches:
+                setattr(namespace, switches[item], True)
+            elif item.startswith("--") and len(item) > 2 and not item[2].isdigit():
+                self.error(f"'{item}' comes after the KEY VALUE config overrides; put flags that take a value "
+                           "before them (e.g. --num-gpus 2 --config-file cfg.yaml SOLVER.BASE_LR 0.01).")
+            else:
+                kept.append(item)
+        namespace.opts = kept
+        return namespace, extra
+
+
+def check_cfg(cfg: CfgNode) -> None:
+    """Checks of values that would otherwise fail deep inside a build (at config time)."""
+    from skinformer.utils.env import resolve_device
+
+    resolve_device(cfg.MODEL.DEVICE, key="MODEL.DEVICE")
+
+
 def setup_cfg(args) -> CfgNode:
-    """``get_cfg()`` + ``args.config_file`` + ``args.opts``, frozen."""
+    """``get_cfg()`` + ``args.config_file`` + ``args.opts``, checked (:func:`check_cfg`), frozen."""
     cfg = get_cfg()
     if getattr(args, "config_file", ""):
         cfg.merge_from_file(args.config_file)
     cfg.merge_from_list(list(getattr(args, "opts", None) or []))
+    check_cfg(cfg)
     cfg.freeze()
     return cfg
+
+
+class OutputDirError(ValueError):
+    """``OUTPUT_DIR`` holds an earlier run that starting a new one would overwrite."""
+
+
+_RUN_FILE = re.compile(r"^(model_.+\.pth|last_checkpoint)$")
+# what a new run writes and an earlier run's files would otherwise mix with
+_RUN_LOGS = re.compile(r"^(metrics\.json|events\.out\.tfevents\..*)$")
+
+
+def earlier_run_files(output_dir: str) -> List[str]:
+    """Checkpoints (``model_*.pth``) and ``last_checkpoint`` of an earlier run in ``output_dir``."""
+    if not output_dir or not os.path.isdir(output_dir):
+        return []
+    return sorted(f for f in os.listdir(output_dir) if _RUN_FILE.match(f))
+
+
+def prepare_output_dir(output_dir: str, *, resume: bool = False, overwrite: bool = False,
+                       eval_only: bool = False) -> None:
+    """Refuse to start a new training run over an earlier one in ``output_dir``.
+
+    A new run would replace ``model_final.pth``, ``last_checkpoint`` and ``config.yaml`` and
+    append to ``metrics.json``. Allowed: ``resume`` (continue it), ``eval_only`` (nothing is
+    overwritten), or ``overwrite`` (the earlier run's checkpoints and logs are deleted first, on
+    the main process). Otherwise :class:`OutputDirError` says which option to pick.
+    """
+    found = earlier_run_files(output_dir)
+    if not found or resume or eval_only:
+        return
+    if not overwrite:
+        shown = ", ".join(found[:6]) + (f", ... ({len(found) - 6} more)" if len(found) > 6 else "")
+        raise OutputDirError(
+            f"OUTPUT_DIR '{output_dir}' already holds checkpoints of an earlier run ({shown}). "
+            "Pass --resume to continue that run, --overwrite to delete it and start again, or set "
+            "another OUTPUT_DIR."
+        )
+    if comm.is_main_process():
+        doomed = found + sorted(f for f in os.listdir(output_dir) if _RUN_LOGS.match(f))
+        for name in doomed:
+            os.remove(os.path.join(output_dir, name))
+        logging.getLogger("skinformer").warning("--overwrite: deleted the earlier run's files in %s: %s",
+                                                output_dir, ", ".join(doomed))
+    comm.synchronize()
 
 
 def _apply_determinism(cfg: CfgNode) -> None:
@@ -140,6 +230,10 @@ def default_setup(cfg: CfgNode, args) -> None:
     logs, ``OUTPUT_DIR/config.yaml``, seeds (``SEED + rank``; random and logged if < 0),
     ``DATASETS.DEFINITIONS`` registration, determinism and cuDNN settings."""
     output_dir = cfg.OUTPUT_DIR
+    eval_only = bool(getattr(args, "eval_only", False))
+    # before anything is written into it (config.yaml, log.txt)
+    prepare_output_dir(output_dir, resume=bool(getattr(args, "resume", False)),
+                       overwrite=bool(getattr(args, "overwrite", False)), eval_only=eval_only)
     if comm.is_main_process() and output_dir:
         PathManager.mkdirs(output_dir)
     rank = comm.get_rank()
@@ -155,7 +249,9 @@ def default_setup(cfg: CfgNode, args) -> None:
             log.info("Contents of args.config_file=%s:\n%s", config_file, f.read())
 
     if comm.is_main_process() and output_dir:
-        path = os.path.join(output_dir, "config.yaml")
+        # an evaluation keeps the training run's config.yaml
+        path = os.path.join(output_dir, "config_eval.yaml" if eval_only and earlier_run_files(output_dir)
+                            else "config.yaml")
         with PathManager.open(path, "w") as f:
             f.write(cfg.dump())
         log.info("Full config saved to %s", path)
@@ -170,11 +266,14 @@ def default_setup(cfg: CfgNode, args) -> None:
         log.info("Registered folder datasets from DATASETS.DEFINITIONS: %s", names)
 
 
-def default_writers(output_dir: str, max_iter: Optional[int] = None, window_size: int = 20):
-    """Console printer, ``OUTPUT_DIR/metrics.json`` and TensorBoard writers."""
+def default_writers(output_dir: str, max_iter: Optional[int] = None, window_size: int = 20,
+                    console_terms: Sequence[str] = ("loss_*",), console_skip: Sequence[str] = ()):
+    """Console printer (only the loss terms matching ``console_terms`` and none of
+    ``console_skip``, besides ``total_loss``), ``OUTPUT_DIR/metrics.json`` and TensorBoard
+    writers (every scalar)."""
     PathManager.mkdirs(output_dir)
     return [
-        CommonMetricPrinter(max_iter, window_size=window_size),
+        CommonMetricPrinter(max_iter, window_size=window_size, terms=console_terms, skip=console_skip),
         JSONWriter(os.path.join(output_dir, "metrics.json"), window_size=window_size),
         TensorboardXWriter(output_dir, window_size=window_size),
     ]
@@ -348,7 +447,11 @@ class DefaultTrainer(TrainerBase):
         scheduler, grad scaler, data-loader position, RNG and hook states, and continue at the
         saved iteration + 1. Otherwise load only ``MODEL.WEIGHTS`` (if set) and start at 0."""
         resuming = resume and self.checkpointer.has_checkpoint()
-        extra = self.checkpointer.resume_or_load(self.cfg.MODEL.WEIGHTS, resume=resume, source="MODEL.WEIGHTS")
+        if comm.is_main_process():
+            remove_stale_temporary_files(self.cfg.OUTPUT_DIR)
+        # a resumed checkpoint must fit exactly; MODEL.WEIGHTS may fit partially (fine-tuning), loudly
+        extra = self.checkpointer.resume_or_load(self.cfg.MODEL.WEIGHTS, resume=resume, source="MODEL.WEIGHTS",
+                                                 allow_partial=self.cfg.MODEL.ALLOW_PARTIAL_WEIGHTS)
         if resuming:
             self.start_iter = self.iter + 1
             logging.getLogger("skinformer").info(
@@ -410,7 +513,8 @@ class DefaultTrainer(TrainerBase):
         return ret
 
     def build_writers(self):
-        return default_writers(self.cfg.OUTPUT_DIR, self.max_iter)
+        return default_writers(self.cfg.OUTPUT_DIR, self.max_iter, console_terms=self.cfg.LOG.CONSOLE_TERMS,
+                               console_skip=self.cfg.LOG.CONSOLE_SKIP)
 
     def train(self):
         """Run training; returns the last evaluation results (main process; {} elsewhere)."""
@@ -672,7 +776,9 @@ class DefaultPredictor:
             from skinformer.data.catalog import MetadataCatalog
 
             self.metadata = MetadataCatalog.get(cfg.DATASETS.TEST[0])
-        DetectionCheckpointer(self.model, save_to_disk=False).load(cfg.MODEL.WEIGHTS, source="MODEL.WEIGHTS")
+        # predictions from a partly random model would be silently wrong
+        DetectionCheckpointer(self.model, save_to_disk=False).load(
+            cfg.MODEL.WEIGHTS, source="MODEL.WEIGHTS", strict=not cfg.MODEL.ALLOW_PARTIAL_WEIGHTS)
         self.inference_model = build_inference_model(self.cfg, self.model)
         self.input_format = cfg.INPUT.FORMAT
         self.augmentations = AugmentationList(build_augmentation(self.cfg, is_train=False))

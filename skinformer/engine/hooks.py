@@ -168,13 +168,31 @@ class LRScheduler(HookBase):
 
 
 class PeriodicCheckpointer(_FvPeriodicCheckpointer, HookBase):
-    """Save ``model_{iter:07d}.pth`` every ``period`` iterations and ``model_final.pth`` after
-    the last iteration. Register it on the main process only (checkpointers of other ranks do
-    not write anyway). Like fvcore's, with ``max_iter`` read from the trainer.
+    """Save ``model_{iter:07d}.pth`` (everything ``--resume`` needs) every ``period``
+    iterations and at the last iteration, and ``model_final.pth`` with the model weights only
+    after the last iteration: the file users keep is not a second copy of the optimizer state.
+    Register it on the main process only (checkpointers of other ranks do not write anyway).
+    ``max_iter`` is read from the trainer.
     """
 
     def before_train(self):
         self.max_iter = self.trainer.max_iter
+
+    def step(self, iteration: int, **kwargs: Any) -> None:
+        iteration = int(iteration)
+        state = {"iteration": iteration, **kwargs}
+        final = self.max_iter is not None and iteration >= self.max_iter - 1
+        if (iteration + 1) % self.period == 0 or final:
+            # the final full checkpoint lets --resume continue with a longer schedule
+            self.checkpointer.save(f"{self.file_prefix}_{iteration:07d}", **state)
+            if self.max_to_keep is not None:
+                self.recent_checkpoints.append(self.checkpointer.get_checkpoint_file())
+                if len(self.recent_checkpoints) > self.max_to_keep:
+                    old = self.recent_checkpoints.pop(0)
+                    if self.path_manager.exists(old):
+                        self.path_manager.rm(old)
+        if final:
+            self.checkpointer.save_weights(f"{self.file_prefix}_final", **state)
 
     def after_step(self):
         # no checkpoint is written for a step that raised (after_step does not run then)

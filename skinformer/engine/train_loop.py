@@ -134,6 +134,8 @@ class TrainerBase:
         self.start_iter: int = 0
         self.max_iter: int = 0
         self.storage: Optional[EventStorage] = None
+        # smoothing windows from a checkpoint, put into the storage train() opens
+        self._storage_state: Optional[Dict[str, Any]] = None
 
     def register_hooks(self, hooks: List[Optional[HookBase]]) -> None:
         """Register hooks (``None`` entries are skipped); they run in the order given."""
@@ -150,6 +152,9 @@ class TrainerBase:
         self.iter = self.start_iter = start_iter
         self.max_iter = max_iter
         with EventStorage(start_iter) as self.storage:
+            if self._storage_state is not None:
+                self.storage.load_state_dict(self._storage_state)
+                self._storage_state = None
             try:
                 self.before_train()
                 # self.max_iter, not max_iter: a hook (early stopping) may shorten the run
@@ -205,10 +210,13 @@ class TrainerBase:
                 hooks_state[name] = sd
         if hooks_state:
             ret["hooks"] = hooks_state
+        if self.storage is not None:
+            ret["storage"] = self.storage.state_dict()
         return ret
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         self.iter = int(state_dict["iteration"])
+        self._storage_state = state_dict.get("storage")
         for key, value in state_dict.get("hooks", {}).items():
             for h in self._hooks:
                 if type(h).__qualname__ == key:

@@ -20,10 +20,8 @@ def build_evaluator(cfg, dataset_name: str, output_dir: str = None):
     etype = meta.get("evaluator_type", None)
     if etype is None:
         raise KeyError(f"Dataset '{dataset_name}' has no 'evaluator_type' in its metadata")
-    if etype not in EVALUATOR_REGISTRY:
-        known = sorted(name for name, _ in EVALUATOR_REGISTRY)
-        raise KeyError(f"Dataset '{dataset_name}' has evaluator_type '{etype}', which is not registered; known: {known}")
-    evaluator = EVALUATOR_REGISTRY.get(etype)(dataset_name, cfg, output_dir)
+    where = f"metadata 'evaluator_type' of dataset '{dataset_name}'"
+    evaluator = EVALUATOR_REGISTRY.get(etype, config_key=where)(dataset_name, cfg, output_dir)
     if cfg.TEST.PER_IMAGE.ENABLED and etype != "per_image":
         from .evaluator import DatasetEvaluators
 

@@ -329,13 +329,17 @@ def build_lr_scheduler(cfg, optimizer: torch.optim.Optimizer, iters_per_epoch: O
     if isinstance(sched, OneCycleParamScheduler) and cfg.SOLVER.ONE_CYCLE.CYCLE_MOMENTUM:
         momentum = sched.momentum
     max_iter = cfg.SOLVER.MAX_ITER
-    if cfg.SOLVER.WARMUP_ITERS > 0:
-        if cfg.SOLVER.WARMUP_ITERS >= max_iter:
-            raise ValueError(
-                f"SOLVER.WARMUP_ITERS ({cfg.SOLVER.WARMUP_ITERS}) must be smaller than SOLVER.MAX_ITER ({max_iter})"
-            )
+    warmup_iters = cfg.SOLVER.WARMUP_ITERS
+    if warmup_iters >= max_iter > 0:
+        # short runs of a shipped recipe (smoke tests, debugging) should not need an extra override
+        clamped = max_iter - 1
+        logging.getLogger(__name__).warning(
+            "SOLVER.WARMUP_ITERS (%d) >= SOLVER.MAX_ITER (%d): warmup clamped to %d iterations.",
+            warmup_iters, max_iter, clamped)
+        warmup_iters = clamped
+    if warmup_iters > 0:
         sched = WarmupParamScheduler(
-            sched, cfg.SOLVER.WARMUP_FACTOR, cfg.SOLVER.WARMUP_ITERS / max_iter, cfg.SOLVER.WARMUP_METHOD,
+            sched, cfg.SOLVER.WARMUP_FACTOR, warmup_iters / max_iter, cfg.SOLVER.WARMUP_METHOD,
         )
     logger.info("LR scheduler %s%s", name, f" stepped per epoch ({unit} iterations)" if unit > 1 else "")
     return LRMultiplier(optimizer, multiplier=sched, max_iter=max_iter, momentum=momentum)

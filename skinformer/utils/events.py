@@ -10,13 +10,14 @@ hooks, evaluators) can call ``get_event_storage().put_scalar(...)``. Writers run
   ``torch.utils.tensorboard`` cannot be imported).
 """
 import datetime
+import fnmatch
 import json
 import logging
 import os
 import time
 from collections import defaultdict
 from contextlib import contextmanager
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -58,6 +59,7 @@ class EventStorage:
     """
 
     def __init__(self, start_iter: int = 0):
+        self.start_iter = int(start_iter)
         self._history: Dict[str, HistoryBuffer] = defaultdict(HistoryBuffer)
         self._smoothing_hints: Dict[str, bool] = {}
         self._latest_scalars: Dict[str, Tuple[float, int]] = {}
@@ -120,6 +122,21 @@ class EventStorage:
     def smoothing_hints(self) -> Dict[str, bool]:
         return self._smoothing_hints
 
+    def state_dict(self, max_length: int = 200) -> Dict:
+        """The last ``max_length`` values of every smoothed scalar, for exact resume: without
+        them the windowed medians after a resume would cover only the new iterations."""
+        return {
+            "history": {k: [[float(v), int(i)] for v, i in self._history[k].values()[-max_length:]]
+                        for k, hint in self._smoothing_hints.items() if hint and k in self._history},
+        }
+
+    def load_state_dict(self, state: Dict) -> None:
+        for name, values in state.get("history", {}).items():
+            buf = self._history[name]
+            for v, i in values:
+                buf.update(float(v), int(i))
+            self._smoothing_hints[name] = True
+
     def step(self) -> None:
         """Deprecated-style explicit step; the trainer sets :attr:`iter` directly."""
         self._iter += 1
@@ -175,15 +192,37 @@ class JSONWriter(EventWriter):
     Each line holds ``{"iteration": i, <scalar>: value, ...}`` with every scalar put at ``i``
     since the previous write, so evaluation results land in the line of the iteration they were
     computed at. Smoothed scalars are the median over ``window_size``.
+
+    A resumed run (storage ``start_iter`` > 0) first drops the rows at or past its start
+    iteration, which the interrupted run wrote after its last checkpoint; with the restored
+    smoothing window the file then equals that of an uninterrupted run.
     """
 
     def __init__(self, json_file: str, window_size: int = 20):
-        self._file_handle = PathManager.open(json_file, "a")
+        self._json_file = json_file
+        self._file_handle = None
         self._window_size = window_size
         self._last_write = -1
 
+    def _open(self, start_iter: int) -> None:
+        if start_iter > 0 and PathManager.exists(self._json_file):
+            with PathManager.open(self._json_file, "r") as f:
+                lines = f.readlines()
+            kept = [l for l in lines if l.strip() and _row_iteration(l) < start_iter]
+            if len(kept) != len(lines):
+                tmp = self._json_file + ".truncating"
+                with PathManager.open(tmp, "w") as f:
+                    f.writelines(kept)
+                os.replace(tmp, self._json_file)
+                logging.getLogger(__name__).info(
+                    "Resumed at iteration %d: dropped %d row(s) of %s written after the checkpoint",
+                    start_iter, len(lines) - len(kept), self._json_file)
+        self._file_handle = PathManager.open(self._json_file, "a")
+
     def write(self) -> None:
         storage = get_event_storage()
+        if self._file_handle is None:
+            self._open(getattr(storage, "start_iter", 0))
         to_save: Dict[int, Dict[str, float]] = defaultdict(dict)
         for k, (v, itr) in storage.latest_with_smoothing_hint(self._window_size).items():
             if itr <= self._last_write:  # already written
@@ -201,7 +240,15 @@ class JSONWriter(EventWriter):
             pass
 
     def close(self) -> None:
-        self._file_handle.close()
+        if self._file_handle is not None:
+            self._file_handle.close()
+
+
+def _row_iteration(line: str) -> int:
+    try:
+        return int(json.loads(line)["iteration"])
+    except (ValueError, KeyError, TypeError):
+        return -1  # a row that cannot be read is kept, not silently dropped
 
 
 class TensorboardXWriter(EventWriter):
@@ -241,23 +288,45 @@ class TensorboardXWriter(EventWriter):
             self._writer.close()
 
 
+def _max_rss() -> str:
+    """Peak resident memory of this process (CPU runs), or "" where it cannot be read."""
+    try:
+        import resource
+    except ImportError:  # not on Windows
+        return ""
+    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    return f"max_rss: {kib / 1024:.0f}M"
+
+
 def _format_eta(seconds: float) -> str:
     return str(datetime.timedelta(seconds=int(seconds)))
 
 
 class CommonMetricPrinter(EventWriter):
-    """Log ``eta``, ``iter``, every ``*loss*`` scalar, ``time``, ``data_time``, ``lr`` and
-    ``max_mem`` (CUDA only) in one line.
+    """Log ``eta``, ``iter``, ``total_loss`` and the loss terms selected by ``terms`` / ``skip``
+    (fnmatch patterns; ``LOG.CONSOLE_TERMS`` / ``LOG.CONSOLE_SKIP``), ``time``, ``data_time``,
+    ``lr`` and the peak memory (CUDA ``max_mem``, else the process's ``max_rss``) in one line.
+    Only the console line is filtered: the other writers get every scalar.
 
     The ETA is ``median(iteration time over the last window) × iterations left``; before any
     timing is available it is extrapolated from the wall time between two writes.
     """
 
-    def __init__(self, max_iter: Optional[int] = None, window_size: int = 20):
+    def __init__(self, max_iter: Optional[int] = None, window_size: int = 20,
+                 terms: Sequence[str] = ("*loss*",), skip: Sequence[str] = ()):
         self.logger = logging.getLogger("skinformer.utils.events")
         self._max_iter = max_iter
         self._window_size = window_size
+        self._terms = tuple(terms)
+        self._skip = tuple(skip)
         self._last_write: Optional[Tuple[int, float]] = None
+
+    def shown_terms(self, names) -> List[str]:
+        """``total_loss`` first, then the names matching ``terms`` and no ``skip`` pattern."""
+        picked = [n for n in names if n != "total_loss" and "loss" in n
+                  and any(fnmatch.fnmatchcase(n, p) for p in self._terms)
+                  and not any(fnmatch.fnmatchcase(n, p) for p in self._skip)]
+        return (["total_loss"] if "total_loss" in names else []) + sorted(picked)
 
     def _get_eta(self, storage: EventStorage) -> Optional[str]:
         if self._max_iter is None:
@@ -296,14 +365,13 @@ class CommonMetricPrinter(EventWriter):
         except KeyError:
             lr = "N/A"
         eta_string = self._get_eta(storage)
-        max_mem_mb = None
         if torch.cuda.is_available() and torch.cuda.is_initialized():
-            max_mem_mb = torch.cuda.max_memory_allocated() / 1024.0 / 1024.0
-        losses = "  ".join(
-            f"{k}: {v.median(self._window_size):.4g}"
-            for k, v in storage.histories().items()
-            if "loss" in k
-        )
+            memory = f"max_mem: {torch.cuda.max_memory_allocated() / 2**20:.0f}M"
+        else:
+            memory = _max_rss()
+        histories = storage.histories()
+        losses = "  ".join(f"{k}: {histories[k].median(self._window_size):.4g}"
+                           for k in self.shown_terms(list(histories)))
         self.logger.info(
             " {eta}iter: {iter}  {losses}  {time}{data_time}lr: {lr}  {memory}".format(
                 eta=f"eta: {eta_string}  " if eta_string else "",
@@ -312,6 +380,6 @@ class CommonMetricPrinter(EventWriter):
                 time=f"time: {iter_time:.4f}  " if iter_time is not None else "",
                 data_time=f"data_time: {data_time:.4f}  " if data_time is not None else "",
                 lr=lr,
-                memory=f"max_mem: {max_mem_mb:.0f}M" if max_mem_mb is not None else "",
+                memory=memory,
             )
         )

@@ -90,3 +90,36 @@ def test_dump_roundtrip(tmp_path):
     cfg2 = get_cfg()
     cfg2.merge_from_file(str(p))
     assert cfg2.SOLVER.BASE_LR == 0.123
+
+
+def test_binary_config_file_is_a_clear_error(tmp_path):
+    import torch
+
+    path = tmp_path / "model_final.pth"
+    torch.save({"w": torch.zeros(3)}, path)  # a checkpoint passed as --config-file
+    with pytest.raises(ValueError) as e:
+        get_cfg().merge_from_file(str(path))
+    assert "model_final.pth" in str(e.value) and "not a text YAML file" in str(e.value)
+
+
+def test_missing_base_names_the_referencing_file(tmp_path):
+    (tmp_path / "base_R50.yaml").write_text("SOLVER:\n  BASE_LR: 0.2\n")
+    (tmp_path / "child.yaml").write_text("_BASE_: base_R5O.yaml\n")
+    with pytest.raises(FileNotFoundError) as e:
+        get_cfg().merge_from_file(str(tmp_path / "child.yaml"))
+    msg = str(e.value)
+    assert "base_R5O.yaml" in msg and "_BASE_ of" in msg and "child.yaml" in msg
+    assert "Did you mean" in msg and "base_R50.yaml" in msg
+    (tmp_path / "other.yaml").write_text("_BASE_: completely_different.yaml\n")
+    with pytest.raises(FileNotFoundError) as e:
+        get_cfg().merge_from_file(str(tmp_path / "other.yaml"))
+    assert "Did you mean" not in str(e.value)
+
+
+def test_key_suggestion_only_when_close():
+    with pytest.raises(ConfigError) as e:
+        get_cfg().merge_from_list(["SOLVER.BASE_LRR", "0.1"])
+    assert "Did you mean 'SOLVER.BASE_LR'" in str(e.value)
+    with pytest.raises(ConfigError) as e:
+        get_cfg().merge_from_list(["FOO.BAR", "1"])
+    assert "Did you mean" not in str(e.value) and "FOO.BAR" in str(e.value)

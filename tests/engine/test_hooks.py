@@ -7,7 +7,7 @@ import os
 import pytest
 import torch
 
-from engine_toy import ToyModel, ToyTrainer, toy_cfg
+from engine_toy import ToyModel, ToyTrainer, toy_cfg, toy_sample
 from skinformer.checkpoint import DetectionCheckpointer
 from skinformer.engine import TrainerBase, hooks
 
@@ -125,11 +125,31 @@ def test_lr_scheduler_hook_logs_lr_and_steps():
 
 def test_periodic_checkpointer_files(tmp_path):
     model = ToyModel()
-    ckpt = DetectionCheckpointer(model, str(tmp_path))
+    opt = torch.optim.Adam(model.parameters())
+    model([toy_sample(0, i) for i in range(4)])["loss_ce"].backward()
+    opt.step()  # Adam state: twice the model's size
+    ckpt = DetectionCheckpointer(model, str(tmp_path), optimizer=opt)
     _run([hooks.PeriodicCheckpointer(ckpt, 3)], 7)
     names = sorted(os.listdir(tmp_path))
-    assert names == ["last_checkpoint", "model_0000002.pth", "model_0000005.pth", "model_final.pth"]
-    assert (tmp_path / "last_checkpoint").read_text() == "model_final.pth"
+    assert names == ["last_checkpoint", "model_0000002.pth", "model_0000005.pth", "model_0000006.pth",
+                     "model_final.pth"]
+    # --resume continues from the full checkpoint of the last iteration ...
+    assert (tmp_path / "last_checkpoint").read_text() == "model_0000006.pth"
+    full = torch.load(tmp_path / "model_0000006.pth", weights_only=True)
+    assert "optimizer" in full and full["iteration"] == 6
+    # ... while model_final.pth holds the same weights and nothing else
+    final = torch.load(tmp_path / "model_final.pth", weights_only=True)
+    assert set(final) == {"model", "iteration", "__skinformer_format__"}
+    assert all(torch.equal(final["model"][k], full["model"][k]) for k in full["model"])
+    assert os.path.getsize(tmp_path / "model_final.pth") < os.path.getsize(tmp_path / "model_0000006.pth")
+
+
+def test_periodic_checkpointer_final_not_written_twice(tmp_path):
+    # the last iteration is also a periodic one: one full checkpoint, one weights-only file
+    ckpt = DetectionCheckpointer(ToyModel(), str(tmp_path))
+    _run([hooks.PeriodicCheckpointer(ckpt, 3)], 6)
+    assert sorted(os.listdir(tmp_path)) == ["last_checkpoint", "model_0000002.pth", "model_0000005.pth",
+                                            "model_final.pth"]
 
 
 def test_default_trainer_outputs_and_hook_order(tmp_path):
@@ -146,7 +166,7 @@ def test_default_trainer_outputs_and_hook_order(tmp_path):
     for f in ("model_0000003.pth", "model_0000007.pth", "model_final.pth", "model_best.pth", "last_checkpoint",
               "metrics.json"):
         assert (tmp_path / f).exists(), f
-    assert (tmp_path / "last_checkpoint").read_text() == "model_final.pth"
+    assert (tmp_path / "last_checkpoint").read_text() == "model_0000007.pth"
     lines = [json.loads(l) for l in (tmp_path / "metrics.json").read_text().splitlines()]
     iters = [l["iteration"] for l in lines]
     assert iters == [1, 3, 5, 7, 8]  # every LOG_PERIOD, plus the final evaluation line

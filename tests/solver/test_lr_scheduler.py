@@ -91,6 +91,11 @@ def test_bad_names(key, value, match):
         _lrs(**{key: value, "WARMUP_ITERS": 5})
 
 
-def test_warmup_longer_than_training():
-    with pytest.raises(ValueError, match="WARMUP_ITERS"):
-        _lrs(WARMUP_ITERS=100)
+def test_warmup_longer_than_training_is_clamped_with_a_warning(caplog):
+    # detectron2's behaviour: a short run of a shipped recipe needs no extra override
+    with caplog.at_level("WARNING", logger="skinformer.solver.build"):
+        lr = _lrs(LR_SCHEDULER_NAME="WarmupMultiStepLR", STEPS=(), WARMUP_ITERS=500, WARMUP_FACTOR=0.01)
+    assert "SOLVER.WARMUP_ITERS (500) >= SOLVER.MAX_ITER (100): warmup clamped to 99" in caplog.text
+    assert lr[0] == pytest.approx(0.01)
+    assert all(b > a for a, b in zip(lr[:99], lr[1:99]))  # warming up over the whole run
+    assert lr[99] == pytest.approx(1.0)

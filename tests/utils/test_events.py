@@ -82,3 +82,60 @@ def test_tensorboard_writer(tmp_path):
         w.write()
     w.close()
     assert any(p.name.startswith("events.out.tfevents") for p in tmp_path.iterdir())
+
+
+def _mask_former_losses(s):
+    # a mask transformer's loss dict: final layer, 2 aux layers, denoising copies
+    terms = {"loss_ce": 0.5, "loss_mask": 0.25, "loss_dice": 0.125}
+    for suffix in ("", "_0", "_1", "_dn", "_dn_0"):
+        s.put_scalars(**{k + suffix: v for k, v in terms.items()})
+    s.put_scalar("total_loss", 4.375)
+
+
+def test_console_line_shows_the_final_layer_terms(events_log):
+    from skinformer.config import get_cfg
+
+    cfg = get_cfg()  # the configured default patterns
+    printer = CommonMetricPrinter(max_iter=100, terms=cfg.LOG.CONSOLE_TERMS, skip=cfg.LOG.CONSOLE_SKIP)
+    with EventStorage() as s:
+        _mask_former_losses(s)
+        s.put_scalars(time=0.5, data_time=0.1)
+        s.put_scalar("lr", 0.01, smoothing_hint=False)
+        printer.write()
+    line = [r.getMessage() for r in events_log.records if "iter: 0" in r.getMessage()][-1]
+    assert "total_loss: 4.375  loss_ce: 0.5  loss_dice: 0.125  loss_mask: 0.25" in line
+    assert "_0" not in line and "_dn" not in line
+    for token in ("eta: ", "lr: 0.01", "time: 0.5000", "max_"):  # memory: max_mem (CUDA) or max_rss
+        assert token in line, token
+
+
+def test_console_terms_key_selects_terms(events_log):
+    printer = CommonMetricPrinter(max_iter=100, terms=("loss_dice*",), skip=())
+    with EventStorage() as s:
+        _mask_former_losses(s)
+        printer.write()
+    line = events_log.records[-1].getMessage()
+    assert "loss_dice_dn_0: 0.125" in line and "loss_ce" not in line and "total_loss: 4.375" in line
+
+
+def test_json_writer_keeps_every_term(tmp_path):
+    path = tmp_path / "metrics.json"
+    with EventStorage() as s:
+        _mask_former_losses(s)
+        JSONWriter(str(path)).write()
+    row = json.loads(path.read_text())
+    assert {"loss_ce_1", "loss_mask_dn", "loss_dice_dn_0", "total_loss"} <= set(row) and len(row) == 17
+
+
+def test_storage_state_restores_the_window():
+    with EventStorage() as s:
+        for it, v in enumerate([1.0, 9.0, 2.0]):
+            s.iter = it
+            s.put_scalar("loss", v)
+        s.put_scalar("score", 7.0, smoothing_hint=False)  # not a window: not saved
+        state = s.state_dict()
+    assert set(state["history"]) == {"loss"}
+    with EventStorage(start_iter=3) as r:
+        r.load_state_dict(state)
+        r.put_scalar("loss", 3.0)
+        assert r.latest_with_smoothing_hint(4)["loss"] == (2.5, 3)  # median of 1, 9, 2, 3

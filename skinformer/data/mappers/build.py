@@ -16,11 +16,13 @@ training dataset's metadata ``mapper`` (e.g. "SemanticMapper").
 def build_dataset_mapper(cfg, is_train: bool, name: str = None):
     import skinformer.data.mappers  # noqa: F401  (registers the built-in mappers)
 
+    where = None
     if name is None:
-        name = cfg.INPUT.DATASET_MAPPER_NAME
+        name, where = cfg.INPUT.DATASET_MAPPER_NAME, "INPUT.DATASET_MAPPER_NAME"
         if not name:
             from skinformer.data.catalog import MetadataCatalog
 
             dataset = cfg.DATASETS.TRAIN[0] if is_train else cfg.DATASETS.TEST[0]
             name = MetadataCatalog.get(dataset).get("mapper", "SemanticMapper")
-    return DATASET_MAPPER_REGISTRY.get(name)(cfg, is_train)
+            where = f"metadata 'mapper' of dataset '{dataset}'"
+    return DATASET_MAPPER_REGISTRY.get(name, config_key=where)(cfg, is_train)

@@ -28,7 +28,7 @@ def build_backbone(cfg, input_shape: ShapeSpec = None) -> Backbone:
     """Build the backbone named by ``cfg.MODEL.BACKBONE.NAME``."""
     if input_shape is None:
         input_shape = ShapeSpec(channels=len(cfg.MODEL.PIXEL_MEAN) or 3)
-    backbone = BACKBONE_REGISTRY.get(cfg.MODEL.BACKBONE.NAME)(cfg, input_shape)
+    backbone = BACKBONE_REGISTRY.get(cfg.MODEL.BACKBONE.NAME, config_key="MODEL.BACKBONE.NAME")(cfg, input_shape)
     assert isinstance(backbone, Backbone), f"{cfg.MODEL.BACKBONE.NAME} did not return a Backbone"
     return backbone
 

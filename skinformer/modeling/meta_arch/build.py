@@ -1,5 +1,6 @@
 import torch
 
+from skinformer.utils.env import resolve_device
 from skinformer.utils.registry import Registry
 
 __all__ = ["META_ARCH_REGISTRY", "build_model"]
@@ -25,9 +26,9 @@ def build_model(cfg) -> torch.nn.Module:
 
     from skinformer.modeling.weight_init import init_from_config
 
-    model = META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE)(cfg)
+    model = META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE, config_key="MODEL.META_ARCHITECTURE")(cfg)
     init_from_config(model, cfg)  # MODEL.INIT.METHOD (default "none": modules keep their own init)
-    model.to(torch.device(cfg.MODEL.DEVICE))
+    model.to(resolve_device(cfg.MODEL.DEVICE))
     if cfg.MODEL.CHANNELS_LAST:
         # NHWC convolutions: about 0.7x the CPU time of a DeepLabV3+ Lite0 training step (1 thread)
         model.to(memory_format=torch.channels_last)

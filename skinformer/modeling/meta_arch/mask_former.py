@@ -154,7 +154,8 @@ class MaskFormer(nn.Module):
         pixel_mean, pixel_std = resolve_pixel_normalization(cfg, backbone)
         pixel_decoder = build_pixel_decoder(cfg, backbone.output_shape())
         transformer_decoder = build_transformer_decoder(
-            cfg, cfg.MODEL.SEM_SEG_HEAD.CONVS_DIM, mask_classification=True, name=node.TRANSFORMER_DECODER_NAME
+            cfg, cfg.MODEL.SEM_SEG_HEAD.CONVS_DIM, mask_classification=True, name=node.TRANSFORMER_DECODER_NAME,
+            config_key=f"MODEL.{cls.CONFIG_NODE}.TRANSFORMER_DECODER_NAME",
         )
         return {
             "backbone": backbone,

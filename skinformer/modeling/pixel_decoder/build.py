@@ -19,7 +19,7 @@ The name is read from ``cfg.MODEL.SEM_SEG_HEAD.PIXEL_DECODER_NAME``.
 
 def build_pixel_decoder(cfg, input_shape: Dict[str, ShapeSpec]):
     name = cfg.MODEL.SEM_SEG_HEAD.PIXEL_DECODER_NAME
-    model = PIXEL_DECODER_REGISTRY.get(name)(cfg, input_shape)
+    model = PIXEL_DECODER_REGISTRY.get(name, config_key="MODEL.SEM_SEG_HEAD.PIXEL_DECODER_NAME")(cfg, input_shape)
     if not callable(getattr(model, "forward_features", None)):
         raise ValueError(f"Pixel decoder '{name}' must implement forward_features(features)")
     return model

@@ -22,15 +22,11 @@ The name is read from ``cfg.MODEL.SEM_SEG_HEAD.NAME``.
 def build_sem_seg_head(cfg, input_shape: Dict[str, ShapeSpec]) -> nn.Module:
     """Build the per-pixel head named by ``cfg.MODEL.SEM_SEG_HEAD.NAME``."""
     name = cfg.MODEL.SEM_SEG_HEAD.NAME
-    if name not in SEM_SEG_HEAD_REGISTRY:
-        raise KeyError(
-            f"MODEL.SEM_SEG_HEAD.NAME='{name}' is not a per-pixel head; registered: "
-            f"{sorted(k for k, _ in SEM_SEG_HEAD_REGISTRY)}"
-        )
+    head = SEM_SEG_HEAD_REGISTRY.get(name, config_key="MODEL.SEM_SEG_HEAD.NAME")
     missing = [f for f in cfg.MODEL.SEM_SEG_HEAD.IN_FEATURES if f not in input_shape]
     if missing:
         raise ValueError(
             f"MODEL.SEM_SEG_HEAD.IN_FEATURES {missing} are not produced by the backbone "
             f"'{cfg.MODEL.BACKBONE.NAME}' (it outputs {sorted(input_shape)})"
         )
-    return SEM_SEG_HEAD_REGISTRY.get(name)(cfg, input_shape)
+    return head(cfg, input_shape)

@@ -13,8 +13,9 @@ The name is read from ``cfg.MODEL.MASK_FORMER.TRANSFORMER_DECODER_NAME``.
 """
 
 
-def build_transformer_decoder(cfg, in_channels: int, mask_classification: bool = True, name: str = None):
+def build_transformer_decoder(cfg, in_channels: int, mask_classification: bool = True, name: str = None,
+                              config_key: str = "MODEL.MASK_FORMER.TRANSFORMER_DECODER_NAME"):
     """Build the decoder ``name`` (default ``cfg.MODEL.MASK_FORMER.TRANSFORMER_DECODER_NAME``;
     the SiMaskFormer meta-architecture passes ``MODEL.SIMASKFORMER.TRANSFORMER_DECODER_NAME``)."""
     name = name or cfg.MODEL.MASK_FORMER.TRANSFORMER_DECODER_NAME
-    return TRANSFORMER_DECODER_REGISTRY.get(name)(cfg, in_channels, mask_classification)
+    return TRANSFORMER_DECODER_REGISTRY.get(name, config_key=config_key)(cfg, in_channels, mask_classification)
