@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Predict masks for a folder (or list) of images with a trained model.
 
-Writes, for every input image ``<stem>.<ext>``:
+Writes, for every input image ``<stem>.<ext>`` (names that would clash keep their extension, then
+mirror their folders; see :func:`skinformer.utils.output_names.output_stems`):
 
 * ``<output>/masks/<stem>.png``: the predicted label mask at the image's original size — for
   binary data 0/255 (ISIC submission format), for K classes the class index (background = 0
@@ -30,6 +31,7 @@ from skinformer.data.catalog import MetadataCatalog
 from skinformer.data.mask_io import read_image
 from skinformer.engine import DefaultPredictor, setup_cfg
 from skinformer.structures.label_space import DEFAULT_THRESHOLD, LabelSpace
+from skinformer.utils.output_names import output_stems
 from skinformer.utils.visualizer import Visualizer, save_image
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
@@ -49,7 +51,14 @@ def list_images(inputs):
             files += matched
     if not files:
         raise FileNotFoundError(f"No images ({', '.join(IMAGE_EXTENSIONS)}) found in {inputs}")
-    return files
+    # a file named twice (a folder and a glob) is predicted once
+    seen, unique = set(), []
+    for f in files:
+        key = os.path.realpath(f)
+        if key not in seen:
+            seen.add(key)
+            unique.append(f)
+    return unique
 
 
 def prediction_to_masks(output, metadata, multi_label: bool, threshold: float = DEFAULT_THRESHOLD):
@@ -94,19 +103,22 @@ def main(argv=None):
     )
     vis = Visualizer(metadata, multi_label=multi_label, threshold=cfg.TEST.THRESHOLD)
     files = list_images(args.input)
+    # before predicting anything: outputs must never overwrite each other
+    stems = output_stems(files)
+    written = 0
     os.makedirs(os.path.join(args.output, "masks"), exist_ok=True)
-    for path in tqdm(files, desc="predict", unit="img"):
+    for path, stem in tqdm(list(zip(files, stems)), desc="predict", unit="img"):
         image = read_image(path, format="RGB")
         if cfg.INPUT.FORMAT == "BGR":
             image = image[:, :, ::-1]
         output = predictor(image)
-        stem = os.path.splitext(os.path.basename(path))[0]
         for suffix, mask in prediction_to_masks(output, metadata, multi_label, cfg.TEST.THRESHOLD).items():
             save_image_gray(os.path.join(args.output, "masks", f"{stem}{suffix}.png"), mask)
+            written += 1
         if not args.no_overlay:
             rgb = image if cfg.INPUT.FORMAT != "BGR" else image[:, :, ::-1]
             save_image(os.path.join(args.output, "overlays", f"{stem}.png"), vis.draw(rgb, output))
-    print(f"Wrote {len(files)} predictions to {os.path.abspath(args.output)}")
+    print(f"Wrote {written} mask files for {len(files)} images to {os.path.abspath(args.output)}")
     return 0
 
 

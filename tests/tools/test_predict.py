@@ -52,3 +52,30 @@ def test_predict_errors(tmp_path, weights):
                       *_SMALL, "MODEL.WEIGHTS", weights])
     with pytest.raises(SystemExit):  # no MODEL.WEIGHTS
         predict.main(["--config-file", CONFIG, "--input", str(tmp_path), "--output", str(tmp_path), *_SMALL])
+
+
+def test_predict_never_overwrites_and_counts_files_written(tmp_path, weights, capsys):
+    rng = np.random.default_rng(0)
+    for sub, name in [("x", "case1.jpg"), ("x", "case1.png"), ("y", "case1.jpg")]:
+        (tmp_path / sub).mkdir(exist_ok=True)
+        Image.fromarray(rng.integers(0, 255, (40, 30, 3), dtype=np.uint8)).save(tmp_path / sub / name)
+    out = tmp_path / "out"
+    rc = predict.main(["--config-file", CONFIG, "--input", str(tmp_path / "x"), str(tmp_path / "y"),
+                       str(tmp_path / "x" / "case1.jpg"), "--output", str(out), "--no-overlay",
+                       *_SMALL, "MODEL.WEIGHTS", weights, "TEST.AUG.ENABLED", "True", "TEST.AUG.MIN_SIZES", "(32, 64)"])
+    assert rc == 0
+    masks = sorted(str(p.relative_to(out / "masks")) for p in (out / "masks").rglob("*.png"))
+    assert masks == ["case1.png.png", "x/case1.jpg.png", "y/case1.jpg.png"]
+    assert "Wrote 3 mask files for 3 images" in capsys.readouterr().out
+
+
+def test_predict_stops_before_predicting_when_names_differ_only_in_case(tmp_path, weights):
+    images = tmp_path / "images"
+    images.mkdir()
+    for name in ("a.JPG", "a.jpg"):
+        Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(images / name, format="JPEG")
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match="a.JPG"):
+        predict.main(["--config-file", CONFIG, "--input", str(images), "--output", str(out),
+                      *_SMALL, "MODEL.WEIGHTS", weights])
+    assert not list(out.rglob("*.png"))
