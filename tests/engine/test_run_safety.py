@@ -6,7 +6,6 @@ import logging
 import os
 
 import pytest
-import torch
 
 from engine_toy import ToyModel, ToyTrainer, toy_cfg
 from skinformer.checkpoint import IncompatibleCheckpointError
