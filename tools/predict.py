@@ -28,7 +28,7 @@ import torch
 from tqdm import tqdm
 
 from skinformer.data.catalog import MetadataCatalog
-from skinformer.data.mask_io import read_image
+from skinformer.data.mask_io import DataFileError, read_image
 from skinformer.engine import DefaultPredictor, setup_cfg
 from skinformer.structures.label_space import DEFAULT_THRESHOLD, LabelSpace
 from skinformer.utils.output_names import output_stems
@@ -89,9 +89,20 @@ def main(argv=None):
     parser.add_argument("--multi-label", action="store_true",
                         help="treat outputs as independent per-class maps (attribute models); "
                              "default: on when MODEL.*.TEST.MULTILABEL_ON is set")
+    parser.add_argument("--probabilities", choices=("none", "png", "npy"), default="none",
+                        help="also write the score maps to <output>/probabilities: 8-bit PNG (score x 255, one "
+                             "<stem>_<class>.png per class) or float16 K×H×W <stem>.npy")
+    parser.add_argument("--threshold", type=float, default=None,
+                        help="decision threshold of the masks (default: TEST.THRESHOLD of the config)")
+    parser.add_argument("--skip-bad", action="store_true",
+                        help="report unreadable images at the end instead of stopping at the first")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides (e.g. MODEL.WEIGHTS x.pth)")
     args = parser.parse_args(argv)
 
+    if args.threshold is not None:
+        if not 0.0 < args.threshold < 1.0:
+            parser.error(f"--threshold must be in (0, 1), got {args.threshold}")
+        args.opts = list(args.opts or []) + ["TEST.THRESHOLD", str(args.threshold)]
     cfg = setup_cfg(args)
     if not cfg.MODEL.WEIGHTS:
         parser.error("MODEL.WEIGHTS is empty: pass the trained weights, e.g. MODEL.WEIGHTS output/x/model_final.pth")
@@ -106,20 +117,73 @@ def main(argv=None):
     # before predicting anything: outputs must never overwrite each other
     stems = output_stems(files)
     written = 0
+    bad = []
+    rows = []
     os.makedirs(os.path.join(args.output, "masks"), exist_ok=True)
     for path, stem in tqdm(list(zip(files, stems)), desc="predict", unit="img"):
-        image = read_image(path, format="RGB")
+        try:
+            image = read_image(path, format="RGB")
+        except DataFileError as e:
+            if not args.skip_bad:
+                raise
+            bad.append(f"{path}: {e}")
+            continue
         if cfg.INPUT.FORMAT == "BGR":
             image = image[:, :, ::-1]
         output = predictor(image)
         for suffix, mask in prediction_to_masks(output, metadata, multi_label, cfg.TEST.THRESHOLD).items():
             save_image_gray(os.path.join(args.output, "masks", f"{stem}{suffix}.png"), mask)
             written += 1
+            rows.append(mask_row(path, f"masks/{stem}{suffix}.png", mask))
+        if args.probabilities != "none" and "sem_seg" in output:
+            written += save_probabilities(os.path.join(args.output, "probabilities"), stem,
+                                          output["sem_seg"].float().cpu().numpy(), metadata, args.probabilities)
         if not args.no_overlay:
             rgb = image if cfg.INPUT.FORMAT != "BGR" else image[:, :, ::-1]
             save_image(os.path.join(args.output, "overlays", f"{stem}.png"), vis.draw(rgb, output))
-    print(f"Wrote {written} mask files for {len(files)} images to {os.path.abspath(args.output)}")
-    return 0
+            written += 1
+    write_csv(os.path.join(args.output, "predictions.csv"), rows)
+    print(f"Wrote {written} files for {len(files) - len(bad)} images to {os.path.abspath(args.output)} "
+          f"(per-mask table: predictions.csv)")
+    if bad:
+        print(f"Skipped {len(bad)} unreadable images:\n  " + "\n  ".join(bad))
+    return 0 if len(bad) < len(files) else 1
+
+
+def mask_row(path: str, mask_file: str, mask: np.ndarray) -> dict:
+    """One CSV row: the lesion area of a 0/255 mask (binary data, or one class of multi-label
+    data); label maps of several classes get no area."""
+    row = {"file": path, "mask": mask_file, "height": mask.shape[0], "width": mask.shape[1],
+           "foreground_pixels": "", "foreground_fraction": ""}
+    if set(np.unique(mask).tolist()) <= {0, 255}:
+        fg = int((mask == 255).sum())
+        row["foreground_pixels"], row["foreground_fraction"] = fg, round(fg / mask.size, 6)
+    return row
+
+
+def save_probabilities(folder: str, stem: str, scores: np.ndarray, metadata, fmt: str) -> int:
+    """Write ``K×H×W`` scores as one 8-bit PNG per class or one float16 ``.npy``; returns files written."""
+    if fmt == "npy":
+        path = os.path.join(folder, f"{stem}.npy")
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        np.save(path, scores.astype(np.float16))
+        return 1
+    classes = list(metadata.get("classes", []) or []) or [str(i) for i in range(scores.shape[0])]
+    for c, name in enumerate(classes[: scores.shape[0]]):
+        png = np.clip(np.rint(scores[c] * 255.0), 0, 255).astype(np.uint8)
+        save_image_gray(os.path.join(folder, f"{stem}_{name}.png"), png)
+    return min(len(classes), scores.shape[0])
+
+
+def write_csv(path: str, rows) -> None:
+    import csv
+
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fields = ["file", "mask", "height", "width", "foreground_pixels", "foreground_fraction"]
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def save_image_gray(path, mask):
