@@ -83,6 +83,7 @@ setup(
         "bench": ["segmentation-models-pytorch"],
     },
     include_package_data=True,
+    entry_points={"console_scripts": ["skinformer-predict = skinformer.cli.predict:main"]},
     package_data={"skinformer.model_zoo": ["configs/*.yaml", "configs/**/*.yaml"]},
     **ext_kwargs,
 )

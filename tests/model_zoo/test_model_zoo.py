@@ -27,3 +27,5 @@ def test_wheel_ships_the_configs(tmp_path):
     names = zipfile.ZipFile(tmp_path / wheel).namelist()
     assert f"skinformer/model_zoo/configs/{NAME}" in names
     assert "skinformer/model_zoo/configs/common/simaskformer_R50.yaml" in names  # its _BASE_
+    entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
+    assert "skinformer-predict = skinformer.cli.predict:main" in zipfile.ZipFile(tmp_path / wheel).read(entry_points).decode()

@@ -1,19 +1,18 @@
 """tools/predict.py: masks at the original image size (binary 0/255) and overlays for a folder."""
 import os
+import subprocess
 import sys
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from skinformer.checkpoint import DetectionCheckpointer
+from skinformer.cli import predict
+from skinformer.config import get_cfg
+from skinformer.modeling.meta_arch.build import build_model
+
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-sys.path.insert(0, os.path.join(ROOT, "tools"))
-
-import predict  # noqa: E402
-
-from skinformer.checkpoint import DetectionCheckpointer  # noqa: E402
-from skinformer.config import get_cfg  # noqa: E402
-from skinformer.modeling.meta_arch.build import build_model  # noqa: E402
 
 CONFIG = os.path.join(ROOT, "configs", "quickstart", "per_pixel_r18_synthetic.yaml")
 _SMALL = ["MODEL.TIMM.NAME", "resnet10t", "MODEL.SEM_SEG_HEAD.CONVS_DIM", "16", "INPUT.MIN_SIZE_TEST", "64"]
@@ -109,3 +108,9 @@ def test_predict_probabilities_csv_threshold_and_skip_bad(tmp_path, weights, cap
                   "--no-overlay", "--probabilities", "png", *_SMALL, "MODEL.WEIGHTS", weights])
     png = np.asarray(Image.open(out / "probabilities" / "a_lesion.png"))
     assert png.dtype == np.uint8 and np.abs(png / 255.0 - probs[0]).max() < 0.01
+
+
+def test_tools_wrapper_runs_the_package_program():
+    out = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "predict.py"), "--help"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "--skip-bad" in out.stdout
