@@ -5,6 +5,8 @@ The deformable-attention kernels are JIT-compiled on first use by default. Set
 installed, so use ``pip install --no-build-isolation -e .``). This file imports torch only then.
 """
 import os
+import shutil
+import sys
 
 from setuptools import find_packages, setup
 
@@ -36,6 +38,23 @@ if os.environ.get("SKINFORMER_BUILD_OPS", "0") == "1":
     ext_modules, cmdclass = build_extensions()
     ext_kwargs = {"ext_modules": ext_modules, "cmdclass": cmdclass}
 
+
+
+def copy_model_zoo_configs() -> None:
+    """Ship the repository's ``configs/`` inside the package (``skinformer/model_zoo/configs``), so
+    ``skinformer.model_zoo.get_config_file`` works from a wheel; an editable install reads
+    ``configs/`` directly and gets no copy."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    source = os.path.join(here, "configs")
+    target = os.path.join(here, "skinformer", "model_zoo", "configs")
+    if not os.path.isdir(source) or "develop" in sys.argv or "editable_wheel" in sys.argv:
+        return
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(source, target)
+
+
+copy_model_zoo_configs()
+
 setup(
     name="skinformer",
     version="0.1.0",
@@ -64,5 +83,7 @@ setup(
         "bench": ["segmentation-models-pytorch"],
     },
     include_package_data=True,
+    entry_points={"console_scripts": ["skinformer-predict = skinformer.cli.predict:main"]},
+    package_data={"skinformer.model_zoo": ["configs/*.yaml", "configs/**/*.yaml"]},
     **ext_kwargs,
 )

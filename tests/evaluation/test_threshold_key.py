@@ -1,6 +1,5 @@
 """TEST.THRESHOLD is the one decision threshold of evaluation, visualisation and tools/predict.py."""
 import os
-import sys
 
 import pytest
 import torch
@@ -46,11 +45,7 @@ def test_visualiser_and_predict_follow_the_threshold(binary_ds):
     low, high = Visualizer(meta, threshold=0.3), Visualizer(meta, threshold=0.7)
     assert low.prediction_masks({"sem_seg": SCORES}, (4, 4))[0].sum() == 16
     assert high.prediction_masks({"sem_seg": SCORES}, (4, 4))[0].sum() == 0
-    sys.path.insert(0, os.path.join(_ROOT, "tools"))
-    try:
-        import predict
-    finally:
-        sys.path.pop(0)
+    from skinformer.cli import predict
     masks = predict.prediction_to_masks({"sem_seg": SCORES}, meta, multi_label=False, threshold=0.3)
     assert (masks[""] == 255).all()
     masks = predict.prediction_to_masks({"sem_seg": SCORES}, meta, multi_label=False)

@@ -1,19 +1,18 @@
 """tools/predict.py: masks at the original image size (binary 0/255) and overlays for a folder."""
 import os
+import subprocess
 import sys
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from skinformer.checkpoint import DetectionCheckpointer
+from skinformer.cli import predict
+from skinformer.config import get_cfg
+from skinformer.modeling.meta_arch.build import build_model
+
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-sys.path.insert(0, os.path.join(ROOT, "tools"))
-
-import predict  # noqa: E402
-
-from skinformer.checkpoint import DetectionCheckpointer  # noqa: E402
-from skinformer.config import get_cfg  # noqa: E402
-from skinformer.modeling.meta_arch.build import build_model  # noqa: E402
 
 CONFIG = os.path.join(ROOT, "configs", "quickstart", "per_pixel_r18_synthetic.yaml")
 _SMALL = ["MODEL.TIMM.NAME", "resnet10t", "MODEL.SEM_SEG_HEAD.CONVS_DIM", "16", "INPUT.MIN_SIZE_TEST", "64"]
@@ -66,7 +65,7 @@ def test_predict_never_overwrites_and_counts_files_written(tmp_path, weights, ca
     assert rc == 0
     masks = sorted(str(p.relative_to(out / "masks")) for p in (out / "masks").rglob("*.png"))
     assert masks == ["case1.png.png", "x/case1.jpg.png", "y/case1.jpg.png"]
-    assert "Wrote 3 mask files for 3 images" in capsys.readouterr().out
+    assert "Wrote 3 files for 3 images" in capsys.readouterr().out
 
 
 def test_predict_stops_before_predicting_when_names_differ_only_in_case(tmp_path, weights):
@@ -79,3 +78,39 @@ def test_predict_stops_before_predicting_when_names_differ_only_in_case(tmp_path
         predict.main(["--config-file", CONFIG, "--input", str(images), "--output", str(out),
                       *_SMALL, "MODEL.WEIGHTS", weights])
     assert not list(out.rglob("*.png"))
+
+
+def test_predict_probabilities_csv_threshold_and_skip_bad(tmp_path, weights, capsys):
+    import csv
+
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 30, 3), dtype=np.uint8)).save(images / "a.png")
+    (images / "broken.jpg").write_bytes(b"not an image")
+    out = tmp_path / "out"
+    args = ["--config-file", CONFIG, "--input", str(images), "--output", str(out), "--no-overlay",
+            "--probabilities", "npy", "--threshold", "0.01"]
+    opts = [*_SMALL, "MODEL.WEIGHTS", weights]
+    with pytest.raises(ValueError, match="broken.jpg"):
+        predict.main(args + opts)
+    assert predict.main(args + ["--skip-bad"] + opts) == 0
+    text = capsys.readouterr().out
+    assert "Skipped 1 unreadable images" in text and "broken.jpg" in text
+    probs = np.load(out / "probabilities" / "a.npy")
+    assert probs.dtype == np.float16 and probs.shape == (1, 40, 30)
+    mask = np.asarray(Image.open(out / "masks" / "a.png"))
+    # threshold 0.01: every pixel scoring above it is lesion
+    assert ((mask == 255) == (probs[0].astype(np.float32) > 0.01)).mean() > 0.99
+    rows = list(csv.DictReader(open(out / "predictions.csv")))
+    assert len(rows) == 1 and rows[0]["height"] == "40" and rows[0]["width"] == "30"
+    assert int(rows[0]["foreground_pixels"]) == int((mask == 255).sum())
+    predict.main(["--config-file", CONFIG, "--input", str(images / "a.png"), "--output", str(out),
+                  "--no-overlay", "--probabilities", "png", *_SMALL, "MODEL.WEIGHTS", weights])
+    png = np.asarray(Image.open(out / "probabilities" / "a_lesion.png"))
+    assert png.dtype == np.uint8 and np.abs(png / 255.0 - probs[0]).max() < 0.01
+
+
+def test_tools_wrapper_runs_the_package_program():
+    out = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "predict.py"), "--help"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "--skip-bad" in out.stdout
