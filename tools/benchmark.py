@@ -8,7 +8,7 @@ Sections:
   inference latency at 512² (batch 1, median after warm-up), training step time at batch 4 × 256²
   (forward + backward + optimizer step, median) and peak memory of each, with the ratio against the
   baseline (the first config: a per-pixel DeepLabV3+ R50) and, when segmentation_models_pytorch is
-  installed (``pip install -e .[bench]``), against smp's ``DeepLabV3Plus("resnet50")`` timed in the
+  installed (``pip install -e .[benchmark]``), against smp's ``DeepLabV3Plus("resnet50")`` timed in the
   same process. Each model is measured in its own
   subprocess per phase so peak RSS (CPU) is not polluted by the other models. A config that cannot
   be built is reported as ``unavailable: <reason>``.
@@ -528,7 +528,7 @@ def section_models(args) -> None:
         _print_table(["model", "smp latency@512 (ms)", "latency ratio", "smp train step (ms)", "train ratio"],
                      smp_rows)
     elif {"infer", "train"} & set(args.phases):
-        print("   (install segmentation_models_pytorch, `pip install -e .[bench]`, for ratios against smp's "
+        print("   (install segmentation_models_pytorch, `pip install -e .[benchmark]`, for ratios against smp's "
               "DeepLabV3Plus('resnet50'))")
     for name, r in rows:
         unsupported = r.get("flops_unsupported") or {}
