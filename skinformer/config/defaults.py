@@ -287,8 +287,6 @@ _C.DATALOADER.FILTER_EMPTY_ANNOTATIONS = False
 # skipped with a warning and counted; more than this many distinct bad files stop training with an
 # error listing them (-1 = no limit). The count is logged when training ends.
 _C.DATALOADER.MAX_BAD_SAMPLES = 20
-_C.DATALOADER.SAMPLER_TRAIN = "TrainingSampler"
-_C.DATALOADER.ASPECT_RATIO_GROUPING = False
 
 # ---------------------------------------------------------------------------------------------
 # Solver
