@@ -3,29 +3,16 @@ Dice, best checkpoint): the Technion attention U-Net on a tiny ISIC 2018 Task 2 
 import os
 import sys
 
-import pytest
 
 from skinformer.config import get_cfg
-from skinformer.data.catalog import reset_lazy_resolution
-from skinformer.data.datasets.builtin import BUILTIN_FAMILIES
 from skinformer.engine.defaults import DefaultTrainer
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 sys.path.insert(0, os.path.join(ROOT, "tests", "modeling"))
-from test_per_pixel_multilabel import write_task2_fixture  # noqa: E402
+from test_per_pixel_multilabel import task2_root  # noqa: E402,F401  (the Task 2 fixture, one definition)
 
 
-@pytest.fixture
-def task2_root(tmp_path, monkeypatch):
-    write_task2_fixture(tmp_path)
-    monkeypatch.setenv("SKINFORMER_DATASETS", str(tmp_path))
-    names = BUILTIN_FAMILIES["isic"][1]()
-    reset_lazy_resolution(names)
-    yield tmp_path
-    reset_lazy_resolution(names)
-
-
-def test_technion_attention_unet_recipe_trains_and_keeps_best(task2_root):
+def test_technion_attention_unet_recipe_trains_and_keeps_best(task2_root):  # noqa: F811 (imported fixture)
     cfg = get_cfg()
     cfg.merge_from_file(os.path.join(ROOT, "configs", "seeds", "technion_unet_attention_isic2018_task2.yaml"))
     cfg.merge_from_list([  # same recipe, tiny widths and images
