@@ -31,6 +31,15 @@ install_requires = [
     "albumentations>=2.0",
 ]
 
+#: console command -> ``module:function`` (each works like its ``tools/`` or ``demo/`` script)
+CONSOLE_SCRIPTS = {
+    "skinformer-train": "skinformer.cli.train:main",
+    "skinformer-predict": "skinformer.cli.predict:main",
+    "skinformer-evaluate": "skinformer.cli.evaluate:main",
+    "skinformer-validate": "skinformer.cli.validate:main",
+    "skinformer-demo": "skinformer.demo.app:main",
+}
+
 ext_kwargs = {}
 if os.environ.get("SKINFORMER_BUILD_OPS", "0") == "1":
     from skinformer.ops.build import build_extensions  # imports torch
@@ -82,7 +91,7 @@ setup(
         "export": ["onnx", "onnxruntime"],
     },
     include_package_data=True,
-    entry_points={"console_scripts": ["skinformer-predict = skinformer.cli.predict:main"]},
+    entry_points={"console_scripts": [f"{name} = {target}" for name, target in CONSOLE_SCRIPTS.items()]},
     package_data={"skinformer.model_zoo": ["configs/*.yaml", "configs/**/*.yaml"]},
     **ext_kwargs,
 )

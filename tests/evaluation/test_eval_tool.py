@@ -1,5 +1,4 @@
-"""tools/evaluate.py end to end on temporary folders, including the error cases."""
-import importlib.util
+"""tools/evaluate.py (skinformer.cli.evaluate) end to end on temporary folders, including the error cases."""
 import json
 import os
 
@@ -8,15 +7,13 @@ import pytest
 
 from eval_helpers import rect, write_mask
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 @pytest.fixture(scope="module")
 def tool():
-    spec = importlib.util.spec_from_file_location("skinformer_tool_evaluate", os.path.join(_ROOT, "tools", "evaluate.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    from skinformer.cli import evaluate
+
+    return evaluate
 
 
 @pytest.fixture
