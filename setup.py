@@ -92,6 +92,10 @@ setup(
     },
     include_package_data=True,
     entry_points={"console_scripts": [f"{name} = {target}" for name, target in CONSOLE_SCRIPTS.items()]},
-    package_data={"skinformer.model_zoo": ["configs/*.yaml", "configs/**/*.yaml"]},
+    package_data={
+        "skinformer.model_zoo": ["configs/*.yaml", "configs/**/*.yaml"],
+        # the kernel sources, JIT-compiled on first use from the installed package (skinformer.ops.build)
+        "skinformer.ops": ["README.md", "csrc/*.h", "csrc/*.cpp", "csrc/*/*.h", "csrc/*/*.cpp", "csrc/*/*.cu"],
+    },
     **ext_kwargs,
 )
