@@ -345,12 +345,12 @@ def build_test_loader(cfg, dataset_name: Union[str, List[Dict]], mapper: Optiona
                       rank: Optional[int] = None, world_size: Optional[int] = None) -> DataLoader:
     """Inference loader over one dataset (a registered name or a list of dicts): each rank gets a
     contiguous shard (:class:`~.samplers.InferenceSampler`), batches of ``batch_size``
-    (default TEST.IMS_PER_BATCH) as ``list[dict]``. ``mapper`` defaults to ``TestMapper(cfg)``."""
+    (default TEST.IMS_PER_BATCH) as ``list[dict]``. ``mapper`` defaults to ``InferenceMapper(cfg)``."""
     dicts = get_dataset_dicts(dataset_name) if isinstance(dataset_name, str) else list(dataset_name)
     if mapper is None:
-        from .mappers import TestMapper
+        from .mappers import InferenceMapper
 
-        mapper = TestMapper(cfg)
+        mapper = InferenceMapper(cfg)
     batch_size = int(cfg.TEST.IMS_PER_BATCH if batch_size is None else batch_size)
     num_workers = resolve_num_workers(cfg.DATALOADER.NUM_WORKERS if num_workers is None else num_workers)
     dataset = _MapDataset(DatasetFromList(dicts, copy=False), mapper)

@@ -145,7 +145,7 @@ def _skinformer_cfg(job: AccuracyJob, settings: BenchmarkSettings, job_dir: str)
 def run_skinformer_job(job: AccuracyJob, settings: BenchmarkSettings, job_dir: str) -> Dict:
     from skinformer.checkpoint import DetectionCheckpointer
     from skinformer.data.datasets.folder import register_folder_datasets
-    from skinformer.data.mappers import TestMapper
+    from skinformer.data.mappers import InferenceMapper
     from skinformer.utils.env import seed_all_rng
 
     from .budget import build_budget_trainer, train_for_budget
@@ -159,7 +159,7 @@ def run_skinformer_job(job: AccuracyJob, settings: BenchmarkSettings, job_dir: s
     wall = schedule.elapsed()
     model = trainer.model.eval()
     DetectionCheckpointer(model, save_dir=job_dir).save("model_final")
-    mapper = TestMapper(cfg)
+    mapper = InferenceMapper(cfg)
 
     def predict(d):
         return model([mapper(d)])[0]["sem_seg"][:1]

@@ -1,39 +1,38 @@
-"""The default training/evaluation workflow (detectron2's ``engine/defaults.py``).
+"""The default training workflow (detectron2's ``engine/defaults.py``).
 
-* :func:`default_argument_parser`, :func:`setup_cfg`, :func:`default_setup`: command line,
-  config, logging, seeding, dataset registration, ``OUTPUT_DIR/config.yaml``;
-* :class:`DefaultTrainer`: builds model, optimizer, loaders, DDP, scheduler, checkpointer and
-  the default hooks from a config; every ``build_*`` is an overridable classmethod;
-* :class:`DefaultPredictor`: one image in, the model's output dict out.
+:class:`DefaultTrainer` builds model, optimizer, loaders, DDP, scheduler, checkpointer and the
+default hooks from a config; every ``build_*`` is an overridable classmethod. It checks at start-up
+that ``MODEL.SEM_SEG_HEAD.NUM_CLASSES`` and ``IGNORE_VALUE`` agree with the datasets' metadata, and
+validates the first training images.
 
-The trainer checks at start-up that ``MODEL.SEM_SEG_HEAD.NUM_CLASSES`` and ``IGNORE_VALUE``
-agree with the datasets' metadata, and validates the first training images.
+The command line and set-up (:mod:`skinformer.engine.setup`) and :class:`DefaultPredictor`
+(:mod:`skinformer.engine.predictor`) are importable from here too.
 """
-import argparse
 import inspect
 import logging
 import os
-import re
-import sys
 import weakref
 from collections import OrderedDict
 from typing import Any, Dict, List, Optional, Sequence
 
-import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from skinformer.checkpoint import DetectionCheckpointer, remove_stale_temporary_files
-from skinformer.config import CfgNode, get_cfg
-from skinformer.data.transforms import AugmentationList, apply_augmentations, build_augmentation
+from skinformer.config import CfgNode
+from skinformer.data.validation import validate_first_images
+from skinformer.evaluation import build_evaluator, inference_on_dataset, print_csv_format
+from skinformer.evaluation.visualization import write_overlays
+from skinformer.modeling.test_time_augmentation import build_inference_model
 from skinformer.utils import comm
-from skinformer.utils.collect_env import collect_env_info
-from skinformer.utils.env import seed_all_rng
 from skinformer.utils.events import CommonMetricPrinter, JSONWriter, TensorboardXWriter
 from skinformer.utils.file_io import PathManager
-from skinformer.utils.logger import create_small_table, setup_logger
+from skinformer.utils.logger import setup_logger
 
 from . import hooks
+from .predictor import DefaultPredictor
+from .setup import (OutputDirError, check_cfg, check_cfg_against_metadata, default_argument_parser, default_setup,
+                    earlier_run_files, prepare_output_dir, register_config_datasets, setup_cfg)
 from .train_loop import AMPTrainer, SimpleTrainer, TrainerBase, rng_preserved
 
 __all__ = [
@@ -44,226 +43,15 @@ __all__ = [
     "setup_cfg",
     "check_cfg",
     "check_cfg_against_metadata",
+    "earlier_run_files",
     "prepare_output_dir",
+    "register_config_datasets",
     "OutputDirError",
     "DefaultPredictor",
     "DefaultTrainer",
 ]
 
 logger = logging.getLogger(__name__)
-
-
-# ------------------------------------------------------------------------------------------
-# Command line and set-up
-# ------------------------------------------------------------------------------------------
-def default_argument_parser(epilog: Optional[str] = None) -> argparse.ArgumentParser:
-    """detectron2's flags: ``--config-file --resume --eval-only --num-gpus --num-machines
-    --machine-rank --dist-url`` and trailing ``KEY VALUE`` config overrides."""
-    epilog = epilog or f"""
-Examples:
-
-Run on a single machine (one process per GPU; on a machine without CUDA, --num-gpus N starts N
-gloo CPU processes):
-    $ {sys.argv[0]} --num-gpus 2 --config-file cfg.yaml
-
-Change some config options:
-    $ {sys.argv[0]} --config-file cfg.yaml MODEL.WEIGHTS /path/to/weight.pth SOLVER.BASE_LR 0.001
-
-Resume the last run in OUTPUT_DIR exactly (model, optimizer, scheduler, data order, RNG):
-    $ {sys.argv[0]} --config-file cfg.yaml --resume OUTPUT_DIR out/run1
-
-Evaluate a checkpoint:
-    $ {sys.argv[0]} --config-file cfg.yaml --eval-only MODEL.WEIGHTS out/run1/model_final.pth
-
-Run on multiple machines:
-    (machine0)$ {sys.argv[0]} --machine-rank 0 --num-machines 2 --dist-url tcp://<machine0>:<port> [--other-flags]
-    (machine1)$ {sys.argv[0]} --machine-rank 1 --num-machines 2 --dist-url tcp://<machine0>:<port> [--other-flags]
-
-Under torchrun the process group is taken from the environment (env://):
-    $ torchrun --nproc-per-node 2 {sys.argv[0]} --config-file cfg.yaml
-"""
-    parser = _OverridesParser(epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config-file", default="", metavar="FILE", help="path to config file")
-    parser.add_argument(
-        "--resume", action="store_true",
-        help="Resume from OUTPUT_DIR/last_checkpoint if it exists (everything is restored); "
-             "otherwise start from MODEL.WEIGHTS.",
-    )
-    parser.add_argument(
-        "--overwrite", action="store_true",
-        help="Start a new run in an OUTPUT_DIR that holds an earlier run: its checkpoints, "
-             "last_checkpoint and metrics.json are deleted first. Without it (or --resume) such an "
-             "OUTPUT_DIR is refused.",
-    )
-    parser.add_argument("--eval-only", action="store_true", help="perform evaluation only")
-    parser.add_argument("--num-gpus", type=int, default=1,
-                        help="number of processes per machine: GPUs, or gloo CPU processes without CUDA")
-    parser.add_argument("--num-machines", type=int, default=1, help="total number of machines")
-    parser.add_argument("--machine-rank", type=int, default=0, help="the rank of this machine (unique per machine)")
-    parser.add_argument(
-        "--dist-url", default="auto",
-        help="initialization URL for the process group: tcp://<machine0>:<port>, or 'auto' (a free "
-             "local port, single machine only). Ignored under torchrun. See the examples below.",
-    )
-    parser.add_argument(
-        "opts", default=None, nargs=argparse.REMAINDER,
-        help="Modify config options at the end of the command: space-separated 'KEY VALUE' pairs, "
-             "e.g. SOLVER.BASE_LR 0.001 DATASETS.TRAIN '(\"isic2017_train\",)'.",
-    )
-    return parser
-
-
-class _OverridesParser(argparse.ArgumentParser):
-    """An ``ArgumentParser`` whose trailing ``KEY VALUE`` overrides may be followed by flags.
-
-    ``opts`` takes everything after the first override (argparse.REMAINDER), so
-    ``... SOLVER.MAX_ITER 10 --resume`` would hand ``--resume`` to the config as a key. Switches
-    (``--resume``, ``--eval-only``, ``--overwrite``) found there are applied; any other flag
-    there is an error that says to put it before the overrides (its value is ambiguous).
-    """
-
-    def parse_known_args(self, args=None, namespace=None):
-        namespace, extra = super().parse_known_args(args, namespace)
-        opts = getattr(namespace, "opts", None)
-        if not opts:
-            return namespace, extra
-        switches = {s: a.dest for a in self._actions if a.nargs == 0 and a.dest != "help" for s in a.option_strings}
-        kept = []
-        for item in opts:
-            if item in switches:
-                setattr(namespace, switches[item], True)
-            elif item.startswith("--") and len(item) > 2 and not item[2].isdigit():
-                self.error(f"'{item}' comes after the KEY VALUE config overrides; put flags that take a value "
-                           "before them (e.g. --num-gpus 2 --config-file cfg.yaml SOLVER.BASE_LR 0.01).")
-            else:
-                kept.append(item)
-        namespace.opts = kept
-        return namespace, extra
-
-
-def check_cfg(cfg: CfgNode) -> None:
-    """Checks of values that would otherwise fail deep inside a build (at config time)."""
-    from skinformer.utils.env import resolve_device
-
-    resolve_device(cfg.MODEL.DEVICE, key="MODEL.DEVICE")
-
-
-def setup_cfg(args) -> CfgNode:
-    """``get_cfg()`` + ``args.config_file`` + ``args.opts``, checked (:func:`check_cfg`), frozen."""
-    cfg = get_cfg()
-    if getattr(args, "config_file", ""):
-        cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(list(getattr(args, "opts", None) or []))
-    check_cfg(cfg)
-    cfg.freeze()
-    return cfg
-
-
-class OutputDirError(ValueError):
-    """``OUTPUT_DIR`` holds an earlier run that starting a new one would overwrite."""
-
-
-_RUN_FILE = re.compile(r"^(model_.+\.pth|last_checkpoint)$")
-# what a new run writes and an earlier run's files would otherwise mix with
-_RUN_LOGS = re.compile(r"^(metrics\.json|events\.out\.tfevents\..*)$")
-
-
-def earlier_run_files(output_dir: str) -> List[str]:
-    """Checkpoints (``model_*.pth``) and ``last_checkpoint`` of an earlier run in ``output_dir``."""
-    if not output_dir or not os.path.isdir(output_dir):
-        return []
-    return sorted(f for f in os.listdir(output_dir) if _RUN_FILE.match(f))
-
-
-def prepare_output_dir(output_dir: str, *, resume: bool = False, overwrite: bool = False,
-                       eval_only: bool = False) -> None:
-    """Refuse to start a new training run over an earlier one in ``output_dir``.
-
-    A new run would replace ``model_final.pth``, ``last_checkpoint`` and ``config.yaml`` and
-    append to ``metrics.json``. Allowed: ``resume`` (continue it), ``eval_only`` (nothing is
-    overwritten), or ``overwrite`` (the earlier run's checkpoints and logs are deleted first, on
-    the main process). Otherwise :class:`OutputDirError` says which option to pick.
-    """
-    found = earlier_run_files(output_dir)
-    if not found or resume or eval_only:
-        return
-    if not overwrite:
-        shown = ", ".join(found[:6]) + (f", ... ({len(found) - 6} more)" if len(found) > 6 else "")
-        raise OutputDirError(
-            f"OUTPUT_DIR '{output_dir}' already holds checkpoints of an earlier run ({shown}). "
-            "Pass --resume to continue that run, --overwrite to delete it and start again, or set "
-            "another OUTPUT_DIR."
-        )
-    if comm.is_main_process():
-        doomed = found + sorted(f for f in os.listdir(output_dir) if _RUN_LOGS.match(f))
-        for name in doomed:
-            os.remove(os.path.join(output_dir, name))
-        logging.getLogger("skinformer").warning("--overwrite: deleted the earlier run's files in %s: %s",
-                                                output_dir, ", ".join(doomed))
-    comm.synchronize()
-
-
-def _apply_determinism(cfg: CfgNode) -> None:
-    if not cfg.DETERMINISTIC:
-        return
-    # cuBLAS needs this before its first use to be deterministic
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.backends.cudnn.benchmark = False
-    torch.backends.cudnn.deterministic = True
-    # warn_only: some CUDA kernels (e.g. grid_sample backward) have no deterministic version
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    logging.getLogger("skinformer").info("DETERMINISTIC=True: deterministic algorithms enabled, cuDNN benchmark off")
-
-
-def register_config_datasets(cfg: CfgNode) -> List[str]:
-    """Register the folder datasets of ``DATASETS.DEFINITIONS`` (idempotent per process)."""
-    paths = list(cfg.DATASETS.DEFINITIONS)
-    if not paths:
-        return []
-    from skinformer.data.datasets.folder import register_folder_datasets
-
-    return register_folder_datasets(paths)
-
-
-def default_setup(cfg: CfgNode, args) -> None:
-    """Per-process start-up: OUTPUT_DIR, loggers ("skinformer", "fvcore"), environment/args/config
-    logs, ``OUTPUT_DIR/config.yaml``, seeds (``SEED + rank``; random and logged if < 0),
-    ``DATASETS.DEFINITIONS`` registration, determinism and cuDNN settings."""
-    output_dir = cfg.OUTPUT_DIR
-    eval_only = bool(getattr(args, "eval_only", False))
-    # before anything is written into it (config.yaml, log.txt)
-    prepare_output_dir(output_dir, resume=bool(getattr(args, "resume", False)),
-                       overwrite=bool(getattr(args, "overwrite", False)), eval_only=eval_only)
-    if comm.is_main_process() and output_dir:
-        PathManager.mkdirs(output_dir)
-    rank = comm.get_rank()
-    setup_logger(output_dir or None, distributed_rank=rank, name="fvcore")
-    log = setup_logger(output_dir or None, distributed_rank=rank, name="skinformer")
-
-    log.info("Rank of current process: %d. World size: %d", rank, comm.get_world_size())
-    log.info("Environment info:\n%s", collect_env_info())
-    log.info("Command line arguments: %s", args)
-    config_file = getattr(args, "config_file", "")
-    if config_file:
-        with PathManager.open(config_file, "r") as f:
-            log.info("Contents of args.config_file=%s:\n%s", config_file, f.read())
-
-    if comm.is_main_process() and output_dir:
-        # an evaluation keeps the training run's config.yaml
-        path = os.path.join(output_dir, "config_eval.yaml" if eval_only and earlier_run_files(output_dir)
-                            else "config.yaml")
-        with PathManager.open(path, "w") as f:
-            f.write(cfg.dump())
-        log.info("Full config saved to %s", path)
-
-    seed = seed_all_rng(None if cfg.SEED < 0 else cfg.SEED + rank)
-    log.info("Seed of rank %d: %d (SEED=%d%s)", rank, seed, cfg.SEED, ", drawn at random" if cfg.SEED < 0 else " + rank")
-    _apply_determinism(cfg)
-    if not cfg.DETERMINISTIC and not getattr(args, "eval_only", False):
-        torch.backends.cudnn.benchmark = cfg.CUDNN_BENCHMARK
-    names = register_config_datasets(cfg)
-    if names:
-        log.info("Registered folder datasets from DATASETS.DEFINITIONS: %s", names)
 
 
 def default_writers(output_dir: str, max_iter: Optional[int] = None, window_size: int = 20,
@@ -302,60 +90,15 @@ def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return model.module if isinstance(model, DistributedDataParallel) else model
 
 
-def check_cfg_against_metadata(cfg: CfgNode, dataset_names: Optional[Sequence[str]] = None) -> None:
-    """Raise ``ValueError`` if ``MODEL.SEM_SEG_HEAD.NUM_CLASSES`` differs from
-    ``len(metadata.classes)`` or ``MODEL.SEM_SEG_HEAD.IGNORE_VALUE`` from ``metadata.ignore_label``
-    of any dataset in ``dataset_names`` (default: DATASETS.TRAIN + DATASETS.TEST)."""
-    from skinformer.data.catalog import DatasetCatalog, MetadataCatalog
-
-    names = list(dataset_names) if dataset_names is not None else list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST)
-    num_classes = cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES
-    ignore_value = cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE
-    for name in dict.fromkeys(names):
-        meta = MetadataCatalog.get(name)
-        classes = meta.get("classes")
-        if classes is None:
-            registered = name in DatasetCatalog.list()
-            raise ValueError(
-                f"Dataset '{name}' has no 'classes' in its metadata"
-                + ("" if registered else " (it is not registered: check the name or DATASETS.DEFINITIONS)")
-                + f"; cannot check MODEL.SEM_SEG_HEAD.NUM_CLASSES = {num_classes}."
-            )
-        if len(classes) != num_classes:
-            raise ValueError(
-                f"MODEL.SEM_SEG_HEAD.NUM_CLASSES = {num_classes}, but dataset '{name}' has {len(classes)} "
-                f"classes {list(classes)} (metadata 'classes'). Set MODEL.SEM_SEG_HEAD.NUM_CLASSES {len(classes)}."
-            )
-        ignore_label = meta.get("ignore_label")
-        if ignore_label is not None and int(ignore_label) != int(ignore_value):
-            raise ValueError(
-                f"MODEL.SEM_SEG_HEAD.IGNORE_VALUE = {ignore_value}, but dataset '{name}' has ignore_label = "
-                f"{ignore_label} (metadata). Set MODEL.SEM_SEG_HEAD.IGNORE_VALUE {ignore_label}."
-            )
-
-
 def _validate_first_images(cfg: CfgNode) -> None:
     if cfg.DATASETS.VALIDATE_FIRST_N <= 0:
-        return
-    try:
-        from skinformer.data.validation import validate_first_images
-    except ImportError as e:
-        logger.warning("Start-up image validation skipped: %s", e)
         return
     validate_first_images(cfg)
 
 
 def _print_results(dataset_name: str, results: Dict[str, Any]) -> None:
-    try:
-        from skinformer.evaluation import print_csv_format
-    except ImportError:
-        print_csv_format = None
     logging.getLogger("skinformer").info("Evaluation results for %s in csv format:", dataset_name)
-    if print_csv_format is not None:
-        print_csv_format(results)
-        return
-    for task, metrics in results.items():
-        logging.getLogger("skinformer").info("%s:\n%s", task, create_small_table(dict(metrics)))
+    print_csv_format(results)
 
 
 # ------------------------------------------------------------------------------------------
@@ -560,8 +303,6 @@ class DefaultTrainer(TrainerBase):
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name: str, output_dir: Optional[str] = None):
-        from skinformer.evaluation import build_evaluator
-
         output_dir = output_dir or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
         return build_evaluator(cfg, dataset_name, output_dir)
 
@@ -576,9 +317,6 @@ class DefaultTrainer(TrainerBase):
 
         Returns ``{dataset: {task: {metric: value}}}``, or the inner dict if there is one dataset.
         """
-        from skinformer.evaluation import inference_on_dataset
-        from skinformer.modeling.test_time_augmentation import build_inference_model
-
         model = build_inference_model(cfg, model)
         names = list(cfg.DATASETS.TEST)
         if evaluators is not None and not isinstance(evaluators, (list, tuple)):
@@ -613,61 +351,20 @@ class DefaultTrainer(TrainerBase):
                   output_dir: Optional[str] = None) -> List[str]:
         """Write ``TEST.NUM_VIS`` overlay PNGs (prediction fill + ground-truth contour) of the
         first images of ``dataset_name`` (default ``DATASETS.TEST[0]``) to ``OUTPUT_DIR/vis``, and
-        log them to TensorBoard as ``vis/<stem>`` (in OUTPUT_DIR, or ``output_dir`` when given).
+        log them to TensorBoard as ``vis/<stem>`` (in OUTPUT_DIR, or ``output_dir`` when given);
+        see :func:`skinformer.evaluation.visualization.write_overlays`.
         Returns the written paths. Call on the main process only."""
-        from skinformer.data.catalog import DatasetCatalog, MetadataCatalog
-        from skinformer.data.mask_io import read_image
-        from skinformer.utils.visualizer import Visualizer, save_image
-
         num = cfg.TEST.NUM_VIS if num_images is None else num_images
         if num <= 0 or not (dataset_name or cfg.DATASETS.TEST):
             return []
         name = dataset_name or cfg.DATASETS.TEST[0]
         out_dir = output_dir or os.path.join(cfg.OUTPUT_DIR, "vis")
-        meta = MetadataCatalog.get(name)
-        raw = {d["file_name"]: d for d in DatasetCatalog.get(name)}
-        multi_label = bool(meta.get("multi_label", False)) or any("label_file_names" in d for d in raw.values())
-        vis = Visualizer(meta, multi_label=multi_label, threshold=cfg.TEST.THRESHOLD)
-
-        def ground_truth(record):
-            if record is None:
-                return None
-            if "sem_seg_file_name" in record:
-                return vis.label_space.decode(record["sem_seg_file_name"])
-            if "label_file_names" in record:
-                return np.stack([vis.label_space.decode_binary(f) for f in record["label_file_names"]])
-            return None
-
-        from skinformer.modeling.test_time_augmentation import build_inference_model
-
         model = _unwrap(model)
-        was_training = model.training
-        model.eval()
         # the loader's images are at the original resolution under TTA (build_augmentation)
-        tta = build_inference_model(cfg, model)
-        written: List[str] = []
-        tb = _OverlayTensorboard(out_dir if output_dir else cfg.OUTPUT_DIR)
-        try:
-            with torch.no_grad(), rng_preserved():
-                for batch in cls.build_test_loader(cfg, name):
-                    outputs = tta(batch)
-                    for inp, out in zip(batch, outputs):
-                        image = read_image(inp["file_name"])
-                        canvas = vis.draw(image, out, ground_truth(raw.get(inp["file_name"])))
-                        stem = os.path.splitext(os.path.basename(inp["file_name"]))[0]
-                        path = os.path.join(out_dir, f"{stem}.png")
-                        save_image(path, canvas)
-                        tb.add(f"vis/{stem}", canvas)
-                        written.append(path)
-                        if len(written) >= num:
-                            break
-                    if len(written) >= num:
-                        break
-        finally:
-            model.train(was_training)
-            tb.close()
-        logging.getLogger("skinformer").info("Wrote %d overlay images to %s", len(written), out_dir)
-        return written
+        with rng_preserved():
+            return write_overlays(model, cls.build_test_loader(cfg, name), name, out_dir, num,
+                                  threshold=cfg.TEST.THRESHOLD, inference_model=build_inference_model(cfg, model),
+                                  tensorboard_dir=out_dir if output_dir else cfg.OUTPUT_DIR)
 
     # -- scaling rule ----------------------------------------------------------------------
     @staticmethod
@@ -709,114 +406,6 @@ class DefaultTrainer(TrainerBase):
         return cfg
 
 
-class _OverlayTensorboard:
-    """Overlays for TensorBoard: queued on the event storage during training (the
-    TensorboardXWriter writes them with the scalars), else written to ``log_dir`` directly."""
-
-    def __init__(self, log_dir: str):
-        from skinformer.utils.events import get_event_storage, has_event_storage
-
-        self.storage = get_event_storage() if has_event_storage() else None
-        self.log_dir = log_dir
-        self.writer = None
-
-    def add(self, name: str, image_hwc: np.ndarray) -> None:
-        chw = np.ascontiguousarray(np.asarray(image_hwc).transpose(2, 0, 1))
-        if self.storage is not None:
-            self.storage.put_image(name, chw)
-            return
-        if not self.log_dir:
-            return
-        if self.writer is None:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.writer = SummaryWriter(self.log_dir)
-        self.writer.add_image(name, chw, 0)
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-
-
 # ------------------------------------------------------------------------------------------
 # Predictor
 # ------------------------------------------------------------------------------------------
-_INPUT_FORMATS = {"RGB": lambda img: img, "BGR": lambda img: img[:, :, ::-1]}
-
-
-class DefaultPredictor:
-    """Model + ``MODEL.WEIGHTS`` in eval mode for notebooks and scripts.
-
-    ``predictor(image)`` returns the output dict of one image, ``predictor([img1, img2, ...])``
-    a list of them, computed in batches of ``batch_size`` (default ``TEST.IMS_PER_BATCH``).
-    Each dict holds the model's outputs at the image's own size: ``"sem_seg"`` (float ``K×H×W``
-    class probabilities) and / or ``"instances"``; with ``"sem_seg"`` also ``"mask"``, the
-    ``H×W`` int64 label map of the decision rule (:func:`~skinformer.utils.visualizer.scores_to_label_map`:
-    ``0..K-1`` classes, ``K`` = background when it is not a class; ``threshold`` defaults to 0.5).
-
-    Images are ``H×W×3`` uint8 in ``INPUT.FORMAT`` channel order (RGB unless set to BGR, e.g.
-    for ``cv2.imread`` images), of any sizes; they are resized with the test mapper's augmentations
-    (:func:`~skinformer.data.transforms.build_augmentation`: ``INPUT.FIXED_SIZE`` when set, else
-    shortest edge ``INPUT.MIN_SIZE_TEST``, longest at most ``INPUT.MAX_SIZE_TEST``; none under
-    ``TEST.AUG`` or ``TEST.SLIDING_WINDOW.ORIGINAL_RESOLUTION``). ``TEST.AUG.ENABLED`` runs
-    test-time augmentation, ``TEST.SLIDING_WINDOW`` windowed inference.
-    """
-
-    def __init__(self, cfg: CfgNode, batch_size: Optional[int] = None, threshold: float = 0.5):
-        from skinformer.modeling.meta_arch.build import build_model
-        from skinformer.modeling.test_time_augmentation import build_inference_model
-
-        self.cfg = cfg.clone()
-        if cfg.INPUT.FORMAT not in _INPUT_FORMATS:
-            raise ValueError(f"INPUT.FORMAT must be one of {sorted(_INPUT_FORMATS)}, got '{cfg.INPUT.FORMAT}'")
-        self.model = build_model(self.cfg)
-        self.model.eval()
-        self.metadata = None
-        if cfg.DATASETS.TEST:
-            from skinformer.data.catalog import MetadataCatalog
-
-            self.metadata = MetadataCatalog.get(cfg.DATASETS.TEST[0])
-        # predictions from a partly random model would be silently wrong
-        DetectionCheckpointer(self.model, save_to_disk=False).load(
-            cfg.MODEL.WEIGHTS, source="MODEL.WEIGHTS", strict=not cfg.MODEL.ALLOW_PARTIAL_WEIGHTS)
-        self.inference_model = build_inference_model(self.cfg, self.model)
-        self.input_format = cfg.INPUT.FORMAT
-        self.augmentations = AugmentationList(build_augmentation(self.cfg, is_train=False))
-        self.batch_size = int(batch_size or cfg.TEST.IMS_PER_BATCH or 1)
-        self.threshold = float(threshold)
-
-    @property
-    def has_background_class(self) -> bool:
-        return bool(self.metadata.get("has_background_class", False)) if self.metadata is not None else False
-
-    def _to_input(self, original_image: np.ndarray, index: int) -> Dict[str, Any]:
-        original_image = np.asarray(original_image)
-        if original_image.ndim != 3 or original_image.shape[2] != 3 or original_image.dtype != np.uint8:
-            raise ValueError(f"Image {index}: expected an H×W×3 uint8 array, got shape {original_image.shape} "
-                             f"dtype {original_image.dtype}")
-        rgb = _INPUT_FORMATS[self.input_format](original_image)
-        h, w = rgb.shape[:2]
-        # test-time resizes are deterministic; the seed only satisfies the API
-        image = apply_augmentations(self.augmentations, rgb, rng=0)[0].image
-        return {"image": torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1))), "height": h, "width": w}
-
-    def _add_mask(self, output: Dict[str, Any]) -> Dict[str, Any]:
-        from skinformer.utils.visualizer import scores_to_label_map
-
-        # multi-label maps are thresholded per class by the caller; one label map cannot hold them
-        if "sem_seg" in output and not getattr(self.model, "multilabel_on", False):
-            labels = scores_to_label_map(output["sem_seg"].float().cpu().numpy(), self.has_background_class,
-                                         self.threshold)
-            output["mask"] = torch.from_numpy(labels.astype(np.int64))
-        return output
-
-    def __call__(self, images):
-        """One ``H×W×3`` image -> one output dict; a list of images -> a list of dicts."""
-        single = isinstance(images, np.ndarray) and images.ndim == 3
-        batch = [images] if single else list(images)
-        outputs: List[Dict[str, Any]] = []
-        with torch.no_grad():
-            for start in range(0, len(batch), self.batch_size):
-                inputs = [self._to_input(img, start + k) for k, img in enumerate(batch[start: start + self.batch_size])]
-                outputs += [self._add_mask(dict(o)) for o in self.inference_model(inputs)]
-        return outputs[0] if single else outputs

@@ -11,7 +11,7 @@ from .testing import flatten_results_dict, print_csv_format, verify_results
 from . import metrics
 from .metrics import foreground_from_scores, labels_from_scores, multilabel_from_scores
 from .sem_seg_evaluation import SemSegEvaluator
-from .isic_evaluation import ISICTask1Evaluator
+from .isic_task1_evaluation import ISICTask1Evaluator
 from .isic_task2_evaluation import ISICTask2Evaluator
 from .coco_evaluation import COCOInstanceEvaluator
 from .per_image_evaluation import PerImageEvaluator

@@ -7,7 +7,8 @@ EVALUATOR_REGISTRY.__doc__ = """
 Registry for dataset evaluators, keyed by a dataset's metadata ``evaluator_type``
 (e.g. "sem_seg", "isic_task1", "isic_task2", "coco_instance").
 
-Each entry is called as ``obj(dataset_name: str, cfg, output_dir: str)`` and returns a
+Each entry is called as ``obj(cfg, dataset_name: str, output_dir: Optional[str])`` (config first, like
+every other registry's entries) and returns a
 :class:`DatasetEvaluator` (``reset`` / ``process(inputs, outputs)`` / ``evaluate() -> dict``).
 """
 
@@ -21,9 +22,9 @@ def build_evaluator(cfg, dataset_name: str, output_dir: str = None):
     if etype is None:
         raise KeyError(f"Dataset '{dataset_name}' has no 'evaluator_type' in its metadata")
     where = f"metadata 'evaluator_type' of dataset '{dataset_name}'"
-    evaluator = EVALUATOR_REGISTRY.get(etype, config_key=where)(dataset_name, cfg, output_dir)
+    evaluator = EVALUATOR_REGISTRY.get(etype, config_key=where)(cfg, dataset_name, output_dir)
     if cfg.TEST.PER_IMAGE.ENABLED and etype != "per_image":
         from .evaluator import DatasetEvaluators
 
-        evaluator = DatasetEvaluators([evaluator, EVALUATOR_REGISTRY.get("per_image")(dataset_name, cfg, output_dir)])
+        evaluator = DatasetEvaluators([evaluator, EVALUATOR_REGISTRY.get("per_image")(cfg, dataset_name, output_dir)])
     return evaluator

@@ -319,6 +319,6 @@ class COCOInstanceEvaluator(DatasetEvaluator):
 
 
 @EVALUATOR_REGISTRY.register()
-def coco_instance(dataset_name: str, cfg, output_dir: Optional[str] = None) -> COCOInstanceEvaluator:
+def coco_instance(cfg, dataset_name: str, output_dir: Optional[str] = None) -> COCOInstanceEvaluator:
     """``evaluator_type: coco_instance`` -> :class:`COCOInstanceEvaluator`."""
     return COCOInstanceEvaluator(cfg, dataset_name=dataset_name, output_dir=output_dir)

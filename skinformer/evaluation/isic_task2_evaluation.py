@@ -101,6 +101,6 @@ class ISICTask2Evaluator(DatasetEvaluator):
 
 
 @EVALUATOR_REGISTRY.register()
-def isic_task2(dataset_name: str, cfg, output_dir: Optional[str] = None) -> ISICTask2Evaluator:
+def isic_task2(cfg, dataset_name: str, output_dir: Optional[str] = None) -> ISICTask2Evaluator:
     """``evaluator_type: isic_task2`` -> :class:`ISICTask2Evaluator`."""
     return ISICTask2Evaluator(cfg, dataset_name=dataset_name, output_dir=output_dir)

@@ -170,6 +170,6 @@ class PerImageEvaluator(DatasetEvaluator):
 
 
 @EVALUATOR_REGISTRY.register()
-def per_image(dataset_name: str, cfg, output_dir: Optional[str] = None) -> PerImageEvaluator:
+def per_image(cfg, dataset_name: str, output_dir: Optional[str] = None) -> PerImageEvaluator:
     """``evaluator_type: per_image`` (or ``TEST.PER_IMAGE.ENABLED`` next to the dataset's own) -> :class:`PerImageEvaluator`."""
     return PerImageEvaluator(cfg, dataset_name=dataset_name, output_dir=output_dir)

@@ -109,6 +109,6 @@ class SemSegEvaluator(LabelMapEvaluator):
 
 
 @EVALUATOR_REGISTRY.register()
-def sem_seg(dataset_name: str, cfg, output_dir: Optional[str] = None) -> SemSegEvaluator:
+def sem_seg(cfg, dataset_name: str, output_dir: Optional[str] = None) -> SemSegEvaluator:
     """``evaluator_type: sem_seg`` -> :class:`SemSegEvaluator`."""
     return SemSegEvaluator(cfg, dataset_name=dataset_name, output_dir=output_dir)

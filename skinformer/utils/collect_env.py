@@ -12,6 +12,8 @@ import numpy as np
 import torch
 from tabulate import tabulate
 
+from skinformer.ops import kernel_status
+
 __all__ = ["collect_env_info"]
 
 _PACKAGES = ("torchvision", "timm", "fvcore", "iopath", "pycocotools", "cv2", "scipy", "PIL", "tensorboard")
@@ -26,12 +28,8 @@ def _version(name: str) -> str:
 
 
 def _op_status() -> str:
-    # report what is known without compiling anything; never fail the report
-    try:
-        from skinformer.ops import kernel_status
-        statuses = kernel_status(load=False)
-    except Exception as e:
-        return f"unknown ({type(e).__name__}: {e})"
+    # what is known without compiling anything (load=False never builds or raises)
+    statuses = kernel_status(load=False)
     parts = []
     for kind, st in statuses.items():
         parts.append(f"{kind}: " + (f"loaded ({st.origin})" if st.available else st.reason or "unavailable"))

@@ -10,7 +10,7 @@ import torch
 
 from skinformer.config import get_cfg
 from skinformer.data import transforms as T
-from skinformer.data.mappers import InstanceMapper, MultiLabelMapper, SemanticMapper, TestMapper
+from skinformer.data.mappers import InferenceMapper, InstanceMapper, MultiLabelMapper, SemanticMapper
 from skinformer.data.transforms import Resize, build_augmentation, build_lsj_augmentation, fixed_size
 
 META = {"classes": ["lesion"], "ignore_label": 255, "has_background_class": False, "mask_encoding": "binary"}
@@ -93,10 +93,10 @@ def test_semantic_mapper_squashes_image_and_mask(tmp_path, is_train):
     np.testing.assert_array_equal(out["sem_seg"].numpy(), expected)
 
 
-def test_test_mapper_and_other_mappers(tmp_path):
+def test_inference_mapper_and_other_mappers(tmp_path):
     d = _write_pair(tmp_path)
     cfg = _cfg((30, 50))
-    out = TestMapper(cfg)(d)
+    out = InferenceMapper(cfg)(d)
     assert tuple(out["image"].shape) == (3, 30, 50) and (out["height"], out["width"]) == (60, 100)
     ml = MultiLabelMapper(True, augmentations=build_augmentation(cfg, True), metadata={"classes": ["x"]})
     out = ml(dict(d, label_file_names=[d["sem_seg_file_name"]]))
@@ -196,7 +196,7 @@ def test_fullres_val_originals_get_the_stored_copy_geometry(shared_root):
     cfg = get_cfg()
     cfg.merge_from_file(_config_path())
     assert fixed_size(cfg) == (256, 256)
-    mapper = TestMapper(cfg)
+    mapper = InferenceMapper(cfg)
     dicts = DatasetCatalog.get("isic2017_fullres_sem_seg_val")
     assert len(dicts) == 6
     for d in dicts[:2]:  # the two smallest keep the test fast; all six share the code path

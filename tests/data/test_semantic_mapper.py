@@ -8,7 +8,7 @@ from PIL import Image
 from skinformer.config import get_cfg
 from skinformer.data import transforms as T
 from skinformer.data.catalog import DatasetCatalog, Metadata, MetadataCatalog
-from skinformer.data.mappers import DATASET_MAPPER_REGISTRY, SemanticMapper, TestMapper, build_dataset_mapper
+from skinformer.data.mappers import DATASET_MAPPER_REGISTRY, InferenceMapper, SemanticMapper, build_dataset_mapper
 from skinformer.data.mask_io import DataFileError
 
 
@@ -30,7 +30,7 @@ def _write_pair(tmp_path, stem="a", h=40, w=50, mask_scale=255, mask_hw=None):
 
 
 def test_registered_names():
-    assert "SemanticMapper" in DATASET_MAPPER_REGISTRY and "TestMapper" in DATASET_MAPPER_REGISTRY
+    assert "SemanticMapper" in DATASET_MAPPER_REGISTRY and "InferenceMapper" in DATASET_MAPPER_REGISTRY
 
 
 def test_output_keys_shapes_dtypes_and_instances(tmp_path):
@@ -115,7 +115,7 @@ def test_truncated_image_skipped_in_training_raises_in_test(tmp_path, caplog):
     with pytest.raises(DataFileError, match=d["file_name"]):
         SemanticMapper(is_train=False, augmentations=[], metadata=_meta())(dict(d))
     with pytest.raises(DataFileError, match=d["file_name"]):
-        TestMapper(augmentations=[])(dict(d))
+        InferenceMapper(augmentations=[])(dict(d))
 
 
 def test_size_divisibility_pads_image_0_and_mask_ignore(tmp_path):
@@ -139,11 +139,11 @@ def test_metadata_picked_by_dataset_name(tmp_path):
         mapper(dict(d, dataset_name="z"))
 
 
-def test_test_mapper_resizes_and_keeps_original_size(tmp_path):
+def test_inference_mapper_resizes_and_keeps_original_size(tmp_path):
     d, _, _ = _write_pair(tmp_path, h=40, w=50)
     cfg = get_cfg()
     cfg.INPUT.MIN_SIZE_TEST = 80
-    out = DATASET_MAPPER_REGISTRY.get("TestMapper")(cfg, False)(dict(d))
+    out = DATASET_MAPPER_REGISTRY.get("InferenceMapper")(cfg, False)(dict(d))
     assert out["image"].shape == (3, 80, 100) and (out["height"], out["width"]) == (40, 50)
     assert "sem_seg" not in out
 

@@ -81,3 +81,32 @@ def test_evaluator_type_from_metadata():
         build_evaluator(get_cfg(), "_reg_test_ds", "/tmp/x")
     assert "metadata 'evaluator_type' of dataset '_reg_test_ds' = 'sem_segg'" in str(e.value)
     assert "Did you mean 'sem_seg'?" in str(e.value)
+
+
+def test_every_registry_entry_takes_the_config_first():
+    """One calling convention: ``obj(cfg, ...)`` for every entry of every registry."""
+    import inspect
+
+    from skinformer.data.mappers import DATASET_MAPPER_REGISTRY
+    from skinformer.evaluation import EVALUATOR_REGISTRY
+    from skinformer.modeling.backbone.build import BACKBONE_REGISTRY
+    from skinformer.modeling.meta_arch.build import META_ARCH_REGISTRY
+    from skinformer.modeling.pixel_decoder.build import PIXEL_DECODER_REGISTRY
+    from skinformer.modeling.sem_seg_heads.build import SEM_SEG_HEAD_REGISTRY
+    from skinformer.modeling.transformer_decoder.build import TRANSFORMER_DECODER_REGISTRY
+
+    registries = [BACKBONE_REGISTRY, PIXEL_DECODER_REGISTRY, TRANSFORMER_DECODER_REGISTRY, SEM_SEG_HEAD_REGISTRY,
+                  META_ARCH_REGISTRY, DATASET_MAPPER_REGISTRY, EVALUATOR_REGISTRY]
+    assert all(len(list(reg)) > 0 for reg in registries)
+    wrong = []
+    for reg in registries:
+        for name, obj in reg:
+            # a @configurable class takes cfg through from_config
+            target = obj.from_config if inspect.isclass(obj) and hasattr(obj, "from_config") else obj
+            params = list(inspect.signature(target).parameters)
+            if not params or params[0] != "cfg":
+                wrong.append(f"{reg._name}.{name}{params}")
+    assert not wrong, wrong
+    # evaluators: (cfg, dataset_name, output_dir)
+    for name, obj in EVALUATOR_REGISTRY:
+        assert list(inspect.signature(obj).parameters)[:3] == ["cfg", "dataset_name", "output_dir"], name

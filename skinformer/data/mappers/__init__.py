@@ -2,6 +2,6 @@
 ``DATASET_MAPPER_REGISTRY``; see :func:`build_dataset_mapper`."""
 from .build import DATASET_MAPPER_REGISTRY, build_dataset_mapper
 from .semantic import SemanticMapper
-from .test_mapper import TestMapper
+from .inference import InferenceMapper
 from .multilabel import MultiLabelMapper
 from .instance import InstanceMapper

@@ -127,13 +127,13 @@ class ISICTask1Evaluator(LabelMapEvaluator):
 
 
 @EVALUATOR_REGISTRY.register()
-def isic_task1(dataset_name: str, cfg, output_dir: Optional[str] = None) -> ISICTask1Evaluator:
+def isic_task1(cfg, dataset_name: str, output_dir: Optional[str] = None) -> ISICTask1Evaluator:
     """``evaluator_type: isic_task1`` -> :class:`ISICTask1Evaluator` (official + pooled metrics)."""
     return ISICTask1Evaluator(cfg, dataset_name=dataset_name, output_dir=output_dir)
 
 
 @EVALUATOR_REGISTRY.register()
-def binary(dataset_name: str, cfg, output_dir: Optional[str] = None) -> ISICTask1Evaluator:
+def binary(cfg, dataset_name: str, output_dir: Optional[str] = None) -> ISICTask1Evaluator:
     """``evaluator_type: binary`` (any binary lesion/polyp data): the same evaluator and metrics,
     reported under the task key ``"binary"`` (``pooled_*`` are the pooled pixel metrics)."""
     return ISICTask1Evaluator(cfg, dataset_name=dataset_name, output_dir=output_dir, task_name="binary")

@@ -11,22 +11,20 @@ from skinformer.data.transforms import AugmentationList, apply_augmentations, bu
 
 from .build import DATASET_MAPPER_REGISTRY
 
-__all__ = ["TestMapper"]
+__all__ = ["InferenceMapper"]
 
 logger = logging.getLogger(__name__)
 
 
 @DATASET_MAPPER_REGISTRY.register()
-class TestMapper:
+class InferenceMapper:
     """Output: the input dict plus ``image`` (uint8 ``3×h×w`` after ``ResizeShortestEdge(MIN_SIZE_TEST,
     MAX_SIZE_TEST)``), with ``height``/``width`` set to the ORIGINAL size (predictions are returned
     at that size). An unreadable image raises ``DataFileError`` naming the file."""
 
-    __test__ = False  # not a pytest test class despite the name
-
     @configurable
     def __init__(self, is_train: bool = False, *, augmentations: List, image_format: str = "RGB"):
-        # is_train is accepted for the registry's call signature; a test mapper never skips samples
+        # is_train is accepted for the registry's call signature; inference never skips samples
         self.augmentations = AugmentationList(augmentations)
         self.image_format = image_format
 
