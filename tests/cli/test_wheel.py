@@ -40,6 +40,8 @@ def wheel(tmp_path_factory):
                         "--no-cache-dir", "-w", str(tmp / "dist")], capture_output=True, text=True, timeout=900,
                        env=env)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    # setup.py removes its copy of configs/ again: nothing stale stays in the source tree
+    assert not (src / "skinformer" / "model_zoo" / "configs").exists()
     wheels = list((tmp / "dist").glob("skinformer-*.whl"))
     assert len(wheels) == 1, wheels
     return wheels[0]
@@ -57,6 +59,9 @@ def test_wheel_ships_kernel_sources_configs_and_commands(wheel, tmp_path):
     for base in ("isic2018/semantic-segmentation/Base-ISIC-SemanticSegmentation.yaml", "common/simaskformer_R50.yaml"):
         assert f"skinformer/model_zoo/configs/{base}" in names, base  # the _BASE_ files of ZOO_CONFIG
     assert not any(n.startswith(("tests/", "tools/")) for n in names)
+    entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
+    with zipfile.ZipFile(wheel) as z:
+        assert "skinformer-predict = skinformer.cli.predict:main" in z.read(entry_points).decode()
 
     dist_info = next((tmp_path / "site").glob("skinformer-*.dist-info"))
     scripts = {ep.name: ep for ep in PathDistribution(dist_info).entry_points.select(group="console_scripts")}

@@ -48,6 +48,27 @@ def test_task1_and_pooled(tool, task1_dirs, tmp_path, capsys):
     assert res["iou"] == pytest.approx(13 / 20)
 
 
+def test_library_scoring_is_what_the_command_reports(tool, task1_dirs, tmp_path):
+    """skinformer.evaluation.folder.score_folders without argparse: same report as the command."""
+    from skinformer.evaluation.folder import MaskFolderError, resolve_pred_suffix, score_folders
+
+    gt, pred = task1_dirs
+    rep = score_folders(str(gt), str(pred), "isic_task1")
+    assert rep == tool.run(tool.build_parser().parse_args(["--gt-dir", str(gt), "--pred-dir", str(pred),
+                                                           "--metric", "isic_task1"]))
+    assert rep["results"]["threshold_jaccard"] == pytest.approx(1.7 / 3)
+    assert score_folders(str(gt), str(pred), "binary_pooled", threshold=0)["results"]["iou"] == pytest.approx(13 / 20)
+    with pytest.raises(MaskFolderError, match=r"Unknown metric 'dice'.*isic_task1"):
+        score_folders(str(gt), str(pred), "dice")
+    # the ISIC submission rule: predictions carrying the ground-truth names pair by name
+    assert resolve_pred_suffix(str(pred), "_segmentation.png") == ".png"
+    same = tmp_path / "same"
+    same.mkdir()
+    (same / "ISIC_0000001_segmentation.png").write_bytes(b"")
+    assert resolve_pred_suffix(str(same), "_segmentation.png") == "_segmentation.png"
+    assert resolve_pred_suffix(str(same), "_segmentation.png", "_mask.png") == "_mask.png"
+
+
 def test_threshold_flag(tool, tmp_path):
     gt, pred = tmp_path / "gt", tmp_path / "pred"
     write_mask(gt / "a_segmentation.png", np.array([[255, 0, 255]], dtype=np.uint8))
