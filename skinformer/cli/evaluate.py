@@ -7,6 +7,7 @@ Metrics, file matching and mask decoding are described in :mod:`skinformer.evalu
 Problems are reported naming the files; the exit status is then 2.
 """
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -47,8 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> dict:
     """Score the folders described by parsed ``args`` (and write ``--output``); returns the report
     of :func:`skinformer.evaluation.folder.score_folders`."""
-    options = {name: getattr(args, name) for name in FolderScoring.__dataclass_fields__
-               if name not in ("gt_dir", "pred_dir", "metric")}
+    options = {f.name: getattr(args, f.name) for f in dataclasses.fields(FolderScoring)
+               if f.name not in ("gt_dir", "pred_dir", "metric")}
     report = score_folders(args.gt_dir, args.pred_dir, args.metric, **options)
     if args.output:
         os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
