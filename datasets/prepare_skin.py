@@ -3,28 +3,21 @@
 
 The captures (not public) come as ``<raw-root>/<type>/<id>_org_<type>.jpg`` plus the marked twin
 ``<id>_<digits>_<type>.jpg`` (rename ``*_melanin.jpg`` to ``*_mela.jpg`` first). For each type found
-this runs ``tools/generate_skin_masks.py`` (default thresholds acne 20, hemo 10, mela 22) and
-``tools/create_skin_dataset.py`` (seeded split), then loads and validates every split::
+this runs the mask generation of ``tools/generate_skin_masks.py`` (default thresholds acne 20, hemo 10,
+mela 22) and the seeded split of ``tools/create_skin_dataset.py``, then loads and validates every split::
 
     python datasets/prepare_skin.py --raw-root data_raw --seed 0 --val-fraction 0.1 --test-fraction 0.1
 
 Result: ``$SKINFORMER_DATASETS/skin/<type>/{train,val,test}/{images,masks}``.
 """
-import importlib.util
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from prepare_utils import _REPO, base_parser, check_splits, datasets_root_from  # noqa: E402
+from prepare_utils import base_parser, check_splits, datasets_root_from  # noqa: E402
 
+from skinformer.data import skin_dataset, skin_masks  # noqa: E402
 from skinformer.data.datasets import skin  # noqa: E402
-
-
-def _tool(name):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(_REPO, "tools", f"{name}.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def main(argv=None) -> int:
@@ -42,13 +35,12 @@ def main(argv=None) -> int:
                            if (args.raw_root and os.path.isdir(os.path.join(args.raw_root, t)))
                            or os.path.isdir(os.path.join(root, "skin", t))]
     if args.raw_root:
-        gen, create = _tool("generate_skin_masks"), _tool("create_skin_dataset")
         for t in types:
             raw = os.path.join(args.raw_root, t)
-            report = gen.generate_masks(raw, t, reduce=args.reduce)
-            print(gen.format_summary(report))
-            create.create_skin_dataset(raw, t, root, args.val_fraction, args.test_fraction, args.seed,
-                                       link=args.link, overwrite=args.overwrite)
+            report = skin_masks.generate_masks(raw, t, reduce=args.reduce)
+            print(skin_masks.format_summary(report))
+            skin_dataset.create_skin_dataset(raw, t, root, args.val_fraction, args.test_fraction, args.seed,
+                                             link=args.link, overwrite=args.overwrite)
     if not types:
         print("No skin types found; pass --raw-root", file=sys.stderr)
         return 1

@@ -240,3 +240,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     logger.info("Serving on http://%s:%d", args.host, args.port)
     blocks.queue().launch(server_name=args.host, server_port=args.port,
                           allowed_paths=[os.path.dirname(e["image"]) for e in examples] + [app.workdir])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,4 +1,5 @@
-"""Metric formulas on confusion counts, shared by the evaluators and ``tools/evaluate.py``.
+"""Metric formulas on confusion counts, shared by the evaluators and the folder scoring of
+:mod:`skinformer.evaluation.folder` (``tools/evaluate.py``).
 
 Everything here is a pure function of tensors: counting functions turn predicted / ground-truth
 label maps into confusion counts (``torch.bincount`` on the tensors' device, no Python loops over

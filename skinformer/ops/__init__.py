@@ -6,7 +6,7 @@ else a cached JIT build with ninja. ``python -m skinformer.ops`` diagnoses the t
 
 Environment variables:
     SKINFORMER_OPS_CACHE: JIT build cache root (default ``~/.cache/skinformer/ops``).
-    SKINFORMER_OPS_SOURCES: the ``ops/`` directory with ``csrc/`` (default: next to the package).
+    SKINFORMER_OPS_SOURCES: a directory holding ``csrc/`` (default: ``skinformer/ops`` itself).
     SKINFORMER_MSDA_BACKEND: default backend of
         :func:`skinformer.layers.multi_scale_deformable_attn` (auto | pytorch | cpu | cuda).
     SKINFORMER_BUILD_OPS: ``1`` builds the kernels at install time (see :func:`build_extensions`).

@@ -28,7 +28,7 @@ __all__ = [
 #: The two kernels, each a separate extension module.
 KINDS = ("cpu", "cuda")
 
-#: Sources of each extension, relative to the ``ops/`` directory.
+#: Sources of each extension, relative to :func:`sources_root` (``skinformer/ops``).
 SOURCES = {
     "cpu": ("csrc/bindings.cpp", "csrc/cpu/ms_deform_attn_cpu.cpp"),
     "cuda": ("csrc/bindings_cuda.cpp", "csrc/cuda/ms_deform_attn_cuda.cu"),
@@ -46,15 +46,16 @@ CACHE_ENV = "SKINFORMER_OPS_CACHE"
 
 
 def sources_root() -> Path:
-    """The ``ops/`` directory holding ``csrc/``.
+    """The directory holding ``csrc/``: this package directory, ``skinformer/ops``.
 
-    ``$SKINFORMER_OPS_SOURCES`` overrides it; by default it is the repository-root ``ops/``
-    next to the ``skinformer`` package (works for a checkout and an editable install).
+    The sources ship inside the package (``package_data`` of ``setup.py``), so a checkout, an
+    editable install and an installed wheel all find them here. ``$SKINFORMER_OPS_SOURCES``
+    overrides it with another directory holding ``csrc/``.
     """
     override = os.environ.get(SOURCES_ENV)
     if override:
         return Path(override).expanduser().resolve()
-    return Path(__file__).resolve().parent.parent.parent / "ops"
+    return Path(__file__).resolve().parent
 
 
 def cache_root() -> Path:
@@ -124,7 +125,7 @@ def build_extensions(root: Optional[os.PathLike] = None) -> Tuple[List[Any], Dic
 
     Args:
         root: directory of ``setup.py`` (source paths are made relative to it, as setuptools
-            wants); defaults to the parent of :func:`sources_root`.
+            wants); defaults to the directory above the ``skinformer`` package.
 
     Returns:
         ``(ext_modules, cmdclass)`` for ``setup()``; cmdclass is
@@ -137,7 +138,7 @@ def build_extensions(root: Optional[os.PathLike] = None) -> Tuple[List[Any], Dic
     from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension
 
     ops = sources_root()
-    root_dir = Path(root).resolve() if root is not None else ops.parent
+    root_dir = Path(root).resolve() if root is not None else Path(__file__).resolve().parents[2]
     missing = [s for kind in KINDS for s in SOURCES[kind] if not (ops / s).is_file()]
     if missing:
         raise FileNotFoundError(f"op sources not found under {ops}: {missing}")

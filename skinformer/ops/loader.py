@@ -279,8 +279,8 @@ def _jit_build(kind: str) -> KernelStatus:
             kind,
             False,
             reason=f"sources not found ({', '.join(missing)})",
-            hint=f"use a source checkout or editable install of skinformer (the op sources live in "
-            f"ops/ next to the package), or point {build.SOURCES_ENV} at that ops/ directory",
+            hint=f"reinstall skinformer (its op sources ship in the package, skinformer/ops/csrc), or "
+            f"point {build.SOURCES_ENV} at a directory holding csrc/",
         )
     if cxx_compiler() is None:
         return KernelStatus(

@@ -1,8 +1,8 @@
 """Figures: training curves, dataset class distribution and statistics, prediction grids.
 
-Everything writes a PNG with the headless Agg backend and returns its path. ``tools/plot.py`` is
-the command line (one sub-command per figure); ``tools/plot_metrics.py`` draws the multi-key
-curve grids below.
+Everything writes a PNG with the headless Agg backend and returns its path. ``tools/plot.py``
+(:mod:`skinformer.cli.plot`) is the command line (one sub-command per figure);
+``tools/plot_metrics.py`` (:mod:`skinformer.cli.plot_metrics`) draws the multi-key curve grids below.
 
 Training curves read a run's ``metrics.json`` (lines written by
 ``skinformer.utils.events.JSONWriter``: ``{"iteration": i, <key>: value}``). Evaluation results are
@@ -23,7 +23,7 @@ import numpy as np  # noqa: E402
 
 __all__ = [
     "MetricsFileError", "load_metrics", "metrics_file", "run_labels", "default_keys", "smooth", "is_eval_key",
-    "plot_runs", "plot_train_val", "class_distribution", "plot_class_distribution", "plot_dataset_statistics",
+    "plot_runs", "plot_train_val", "run_config_name", "class_distribution", "plot_class_distribution", "plot_dataset_statistics",
     "plot_prediction_grid",
 ]
 
@@ -213,6 +213,20 @@ def _save(fig, out: str, dpi: int = 110) -> str:
 # ---------------------------------------------------------------------------------------------
 # metric names drawn by default by :func:`plot_train_val` (when a run logged any of them)
 HEADLINE_METRICS = ("dice", "jaccard", "threshold_jaccard", "mIoU", "mDice", "mean_dice", "AP")
+
+
+def run_config_name(run_dir: str) -> Optional[str]:
+    """Name (without folder and extension) of the config file a training run was started with, read
+    from the ``Contents of args.config_file=...`` line that ``default_setup`` writes to the run's
+    ``log.txt``; ``None`` without a log or such a line."""
+    log = os.path.join(run_dir, "log.txt")
+    if os.path.isfile(log):
+        with open(log, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if "Contents of args.config_file=" in line:
+                    name = line.split("Contents of args.config_file=", 1)[1].split(":", 1)[0]
+                    return os.path.splitext(os.path.basename(name.strip()))[0]
+    return None
 
 
 def plot_train_val(run_dir: str, out: str, title: Optional[str] = None, train_key: str = "total_loss",

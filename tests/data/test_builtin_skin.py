@@ -1,7 +1,5 @@
 """skin_{acne,hemo,mela}_{train,val,test}: the layout written by tools/create_skin_dataset.py."""
-import importlib.util
 import os
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -13,16 +11,9 @@ from skinformer.data.datasets import skin
 from skinformer.data.datasets.utils import DatasetNotFoundError
 from skinformer.data.mappers import build_dataset_mapper
 from skinformer.data.mask_io import DataFileError
+from skinformer.data import skin_dataset, skin_masks
 
-ROOT = Path(__file__).resolve().parents[2]
 H, W = 24, 32
-
-
-def _tool(name):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def _make_skin_root(tmp_path, n=10, skin_type="mela"):
@@ -37,10 +28,10 @@ def _make_skin_root(tmp_path, n=10, skin_type="mela"):
             marked[4:10, 5 + i:12 + i] = (0, 200, 255)
         cv2.imwrite(str(raw / f"{i:03d}_org_{skin_type}.png"), org)
         cv2.imwrite(str(raw / f"{i:03d}_{100 + i}_{skin_type}.png"), marked)
-    report = _tool("generate_skin_masks").generate_masks(str(raw), skin_type, progress=False)
+    report = skin_masks.generate_masks(str(raw), skin_type, progress=False)
     assert len(report.written) == n
     root = tmp_path / "root"
-    splits = _tool("create_skin_dataset").create_skin_dataset(str(raw), skin_type, str(root), 0.2, 0.2, seed=0,
+    splits = skin_dataset.create_skin_dataset(str(raw), skin_type, str(root), 0.2, 0.2, seed=0,
                                                               progress=False)
     return root, splits
 

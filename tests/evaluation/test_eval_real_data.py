@@ -1,6 +1,5 @@
 """Evaluators on the real data in ../shared/data (skipped when it is absent)."""
 import contextlib
-import importlib.util
 import io
 import os
 
@@ -67,9 +66,8 @@ def test_isic_fullres_masks_task1_and_tool(tmp_path):
     r = ev.evaluate()["isic_task1"]
     assert r["threshold_jaccard"] == 1.0 and r["pooled_iou"] == 1.0
 
-    spec = importlib.util.spec_from_file_location("skinformer_tool_evaluate_rd", os.path.join(_ROOT, "tools", "evaluate.py"))
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    from skinformer.cli import evaluate as tool
+
     rep = tool.run(tool.build_parser().parse_args(["--gt-dir", str(gt_dir), "--pred-dir", str(pred_dir),
                                                    "--metric", "isic_task1"]))
     assert rep["num_images"] == 2 and rep["results"]["threshold_jaccard"] == 1.0

@@ -1,5 +1,4 @@
-"""tools/evaluate.py end to end on temporary folders, including the error cases."""
-import importlib.util
+"""tools/evaluate.py (skinformer.cli.evaluate) end to end on temporary folders, including the error cases."""
 import json
 import os
 
@@ -8,15 +7,13 @@ import pytest
 
 from eval_helpers import rect, write_mask
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 @pytest.fixture(scope="module")
 def tool():
-    spec = importlib.util.spec_from_file_location("skinformer_tool_evaluate", os.path.join(_ROOT, "tools", "evaluate.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    from skinformer.cli import evaluate
+
+    return evaluate
 
 
 @pytest.fixture
@@ -49,6 +46,27 @@ def test_task1_and_pooled(tool, task1_dirs, tmp_path, capsys):
     res = json.loads(out2.read_text())["results"]
     assert set(res) == {"precision", "recall", "accuracy", "dice", "iou"}
     assert res["iou"] == pytest.approx(13 / 20)
+
+
+def test_library_scoring_is_what_the_command_reports(tool, task1_dirs, tmp_path):
+    """skinformer.evaluation.folder.score_folders without argparse: same report as the command."""
+    from skinformer.evaluation.folder import MaskFolderError, resolve_pred_suffix, score_folders
+
+    gt, pred = task1_dirs
+    rep = score_folders(str(gt), str(pred), "isic_task1")
+    assert rep == tool.run(tool.build_parser().parse_args(["--gt-dir", str(gt), "--pred-dir", str(pred),
+                                                           "--metric", "isic_task1"]))
+    assert rep["results"]["threshold_jaccard"] == pytest.approx(1.7 / 3)
+    assert score_folders(str(gt), str(pred), "binary_pooled", threshold=0)["results"]["iou"] == pytest.approx(13 / 20)
+    with pytest.raises(MaskFolderError, match=r"Unknown metric 'dice'.*isic_task1"):
+        score_folders(str(gt), str(pred), "dice")
+    # the ISIC submission rule: predictions carrying the ground-truth names pair by name
+    assert resolve_pred_suffix(str(pred), "_segmentation.png") == ".png"
+    same = tmp_path / "same"
+    same.mkdir()
+    (same / "ISIC_0000001_segmentation.png").write_bytes(b"")
+    assert resolve_pred_suffix(str(same), "_segmentation.png") == "_segmentation.png"
+    assert resolve_pred_suffix(str(same), "_segmentation.png", "_mask.png") == "_mask.png"
 
 
 def test_threshold_flag(tool, tmp_path):

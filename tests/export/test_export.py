@@ -1,4 +1,3 @@
-import importlib.util
 import os
 
 import numpy as np
@@ -21,10 +20,9 @@ def _cfg(name, *opts):
 
 
 def _load_tool():
-    spec = importlib.util.spec_from_file_location("export_model_tool", os.path.join(REPO, "tools", "export_model.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    from skinformer.cli import export_model
+
+    return export_model
 
 
 @pytest.mark.slow

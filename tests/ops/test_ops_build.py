@@ -24,16 +24,16 @@ def fresh_loader(monkeypatch):
     return monkeypatch
 
 
-def test_sources_are_found_next_to_the_package():
+def test_sources_are_found_inside_the_package():
     root = build.sources_root()
-    assert root == REPO / "ops"
+    assert root == REPO / "skinformer" / "ops"
     for kind in build.KINDS:
         for rel in build.SOURCES[kind] + build.HEADERS:
             assert (root / rel).is_file(), rel
 
 
 def test_no_deprecated_aten_apis():
-    for path in (REPO / "ops" / "csrc").rglob("*"):
+    for path in (REPO / "skinformer" / "ops" / "csrc").rglob("*"):
         if path.suffix in (".cpp", ".cu", ".h", ".cuh"):
             text = path.read_text()
             for bad in (".type()", ".data<", "AT_DISPATCH_FLOATING_TYPES(", "THCudaCheck"):
@@ -176,7 +176,7 @@ def test_cuda_source_compiles(tmp_path):
     if not (Path(torch_dirs[0]) / "ATen" / "cuda" / "CUDAContext.h").is_file():
         pytest.skip("this torch has no CUDA headers")
     std = _torch_cxx_std()
-    csrc = REPO / "ops" / "csrc"
+    csrc = REPO / "skinformer" / "ops" / "csrc"
     cmd = [nvcc, "-c", f"-std={std}", "-O3", "--expt-relaxed-constexpr",
            "-D__CUDA_NO_HALF_OPERATORS__", "-D__CUDA_NO_HALF_CONVERSIONS__",
            "-D__CUDA_NO_BFLOAT16_CONVERSIONS__", "-D__CUDA_NO_HALF2_OPERATORS__",
@@ -199,7 +199,7 @@ def _two_checkouts(tmp_path):
     roots = []
     for name in ("checkout_a", "checkout_b"):
         root = tmp_path / name / "ops"
-        shutil.copytree(REPO / "ops" / "csrc", root / "csrc")
+        shutil.copytree(REPO / "skinformer" / "ops" / "csrc", root / "csrc")
         roots.append(root)
     return roots
 

@@ -1,21 +1,12 @@
-"""tools/plot_metrics.py on small hand-written metrics.json files."""
-import importlib.util
+"""tools/plot_metrics.py (skinformer.cli.plot_metrics, skinformer.utils.plot) on small hand-written
+metrics.json files."""
 import json
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _load(name):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-pm = _load("plot_metrics")
+from skinformer.cli import plot_metrics
+from skinformer.utils import plot as pm
 
 
 def _write_run(folder: Path, lines):
@@ -69,14 +60,14 @@ def test_plot_two_runs_writes_png_grid(tmp_path):
     r1 = _write_run(tmp_path / "runs" / "r50", _training_lines())
     r2 = _write_run(tmp_path / "runs" / "swin", _training_lines(resumed=False))
     out = tmp_path / "figs" / "curves.png"
-    ret = pm.main([str(r1), str(r2), "--out", str(out), "--smooth", "2"])
+    ret = plot_metrics.main([str(r1), str(r2), "--out", str(out), "--smooth", "2"])
     assert ret == str(out) and out.is_file()
     w, h = _png_size(out)
     # 4 default keys -> 3 columns x 2 rows: wider than tall, two subplot rows high
     assert w > h > 400
 
     out1 = tmp_path / "one.png"
-    pm.main([str(r1), "--keys", "loss_ce", "--out", str(out1)])
+    plot_metrics.main([str(r1), "--keys", "loss_ce", "--out", str(out1)])
     w1, h1 = _png_size(out1)
     assert h1 < h and w1 < w
 
@@ -95,7 +86,7 @@ def test_missing_metrics_file_names_it(tmp_path):
     with pytest.raises(pm.MetricsFileError, match=r"nothere.metrics\.json"):
         pm.load_metrics(str(tmp_path / "nothere"))
     with pytest.raises(SystemExit, match="does not exist"):
-        pm.main([str(tmp_path / "nothere"), "--out", str(tmp_path / "x.png")])
+        plot_metrics.main([str(tmp_path / "nothere"), "--out", str(tmp_path / "x.png")])
     assert not (tmp_path / "x.png").exists()
 
 
@@ -116,11 +107,12 @@ def test_malformed_line_reports_file_and_line_number(tmp_path, bad, what):
 def test_unknown_key_lists_available_keys(tmp_path):
     run = _write_run(tmp_path / "r", [{"iteration": 0, "total_loss": 1.0, "lr": 0.1}])
     with pytest.raises(SystemExit, match=r"'nope'.*total_loss"):
-        pm.main([str(run), "--keys", "nope", "--out", str(tmp_path / "x.png")])
+        plot_metrics.main([str(run), "--keys", "nope", "--out", str(tmp_path / "x.png")])
 
 
 def test_draw_architecture_writes_small_png(tmp_path):
-    arch = _load("draw_architecture")
+    from skinformer.cli import draw_architecture as arch
+
     out = arch.main(["--out", str(tmp_path / "arch.png")])
     assert _png_size(out) == (1600, 1000)
     assert Path(out).stat().st_size < 300 * 1024  # figures/architecture.png is committed

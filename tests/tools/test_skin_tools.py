@@ -1,25 +1,16 @@
-"""tools/generate_skin_masks.py and tools/create_skin_dataset.py on synthetic capture pairs."""
-import importlib.util
+"""tools/generate_skin_masks.py and tools/create_skin_dataset.py (skinformer.data.skin_masks /
+skin_dataset and their skinformer.cli programs) on synthetic capture pairs."""
 import json
 import os
-from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _load(name):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-gen = _load("generate_skin_masks")
-create = _load("create_skin_dataset")
+from skinformer.cli import create_skin_dataset as create_cli
+from skinformer.cli import generate_skin_masks as gen_cli
+from skinformer.data import skin_dataset as create
+from skinformer.data import skin_masks as gen
 
 H, W = 16, 20
 
@@ -95,11 +86,11 @@ def test_generate_cli_strict_and_size_mismatch(tmp_path, capsys):
     raw = tmp_path / "raw"
     _write(raw, "001_org_mela.png", _base(1))
     _write(raw, "001_5_mela.png", np.zeros((H + 1, W, 3), np.uint8))
-    assert gen.main(["--dataset-dir", str(raw), "--strict"]) == 1
+    assert gen_cli.main(["--dataset-dir", str(raw), "--strict"]) == 1
     out = capsys.readouterr().out
     assert "001_org_mela.png" in out and "differs" in out
     _write(raw, "001_5_mela.png", _base(1))
-    assert gen.main(["--dataset-dir", str(raw), "--strict", "--reduce", "luminance",
+    assert gen_cli.main(["--dataset-dir", str(raw), "--strict", "--reduce", "luminance",
                      "--output-dir", str(tmp_path / "m")]) == 0
     assert (cv2.imread(str(tmp_path / "m" / "001_mask_mela.png"), cv2.IMREAD_UNCHANGED) == 0).all()
 
@@ -130,7 +121,7 @@ def test_create_skin_dataset_split_is_reproducible(tmp_path, capsys):
     with pytest.raises(FileExistsError):
         create.create_skin_dataset(str(raw), "acne", str(tmp_path / "A"), progress=False)
     # CLI with symlinks
-    assert create.main(["--raw-dir", str(raw), "--type", "acne", "--output-root", str(tmp_path / "L"),
+    assert create_cli.main(["--raw-dir", str(raw), "--type", "acne", "--output-root", str(tmp_path / "L"),
                         "--link", "--seed", "3", "--val-fraction", "0.2", "--test-fraction", "0.1"]) == 0
     assert "train 14, val 4, test 2" in capsys.readouterr().out
     link = tmp_path / "L" / "skin" / "acne" / "test" / "images" / f"{a['test'][0]}_org_acne.jpg"

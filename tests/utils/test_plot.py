@@ -1,4 +1,3 @@
-import importlib.util
 import json
 import os
 
@@ -13,10 +12,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 def _tool():
-    spec = importlib.util.spec_from_file_location("plot_tool", os.path.join(REPO, "tools", "plot.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    from skinformer.cli import plot as plot_cli
+
+    return plot_cli
 
 
 def _png_ok(path):
@@ -38,7 +36,7 @@ def test_curves_train_and_val_on_one_axis(tmp_path):
     (run / "log.txt").write_text("[x] Contents of args.config_file=configs/quickstart/my_cfg.yaml:\nMODEL: {}\n")
     out = _tool().main(["curves", str(run), "--out", str(tmp_path / "c.png")])
     _png_ok(out)
-    assert _tool()._config_name(str(run)) == "my_cfg"
+    assert plot.run_config_name(str(run)) == "my_cfg"
     with pytest.raises(SystemExit, match="not in"):
         _tool().main(["curves", str(run), "--val-keys", "sem_seg/mIoU", "--out", str(tmp_path / "x.png")])
 
