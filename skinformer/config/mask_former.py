@@ -53,6 +53,11 @@ def _add_mask_classification_keys(node: CN, *, decoder_name: str, ce_loss: bool,
     # PointRend importance sampling of the mask loss points.
     node.OVERSAMPLE_RATIO = 3.0
     node.IMPORTANCE_SAMPLE_RATIO = 0.75
+    # Where the mask losses and the matching cost are evaluated: "points" (TRAIN_NUM_POINTS points,
+    # PointRend importance sampling) or "grid" (every cell of the stride-4 predicted mask, the
+    # ground truth bilinearly resized to it). "grid" suits small inputs: at 256 px the 64x64 grid
+    # has 4,096 cells, fewer than the points would be, and no sampling is computed.
+    node.MASK_LOSS_SAMPLING = "points"
 
     # ---- Hungarian matching -------------------------------------------------------------------
     node.COST_CLASS_WEIGHT = cost_class_weight
