@@ -9,12 +9,12 @@ Two model nodes share one key set (:func:`_add_mask_classification_keys`):
   what its yamls set, see ``docs/simaskformer.md``), plus SiMaskFormer's own keys.
 
 ``MODEL.SEM_SEG_HEAD`` gains the pixel-decoder keys. Where the original implementation has a quirk
-(``docs/simaskformer.md``, differences D1-D22) the default here is the corrected behaviour and a key reproduces the original;
+(``docs/simaskformer.md``, differences D1-D23) the default here is the corrected behaviour and a key reproduces the original;
 those keys say "quirk" in their comment.
 """
 from .config import CfgNode as CN
 
-__all__ = ["add_mask_former_config"]
+__all__ = ["add_mask_former_config", "rotation_once_per_run"]
 
 
 def _add_mask_classification_keys(node: CN, *, decoder_name: str, ce_loss: bool, class_weight: float,
@@ -53,6 +53,11 @@ def _add_mask_classification_keys(node: CN, *, decoder_name: str, ce_loss: bool,
     # PointRend importance sampling of the mask loss points.
     node.OVERSAMPLE_RATIO = 3.0
     node.IMPORTANCE_SAMPLE_RATIO = 0.75
+    # Where the mask losses and the matching cost are evaluated: "points" (TRAIN_NUM_POINTS points,
+    # PointRend importance sampling) or "grid" (every cell of the stride-4 predicted mask, the
+    # ground truth bilinearly resized to it). "grid" suits small inputs: at 256 px the 64x64 grid
+    # has 4,096 cells, fewer than the points would be, and no sampling is computed.
+    node.MASK_LOSS_SAMPLING = "points"
 
     # ---- Hungarian matching -------------------------------------------------------------------
     node.COST_CLASS_WEIGHT = cost_class_weight
@@ -199,7 +204,20 @@ def add_mask_former_config(cfg: CN) -> None:
     sim.TYPE_MASK_EMBED = "SumSinusoidalMask"
     # Reproduce the original implementation's decoder quirks (docs/simaskformer.md: D1 emitted mask
     # R + 2Δ, D3 gate multiplies logits by 0/1, D4/D21 empty-mask boxes, D8 DN mask-noise units, D22
-    # invalid tokens selectable). False = corrected behaviour. The matcher / criterion quirks have their
-    # own keys: CLASS_COST_TYPE "focal" (D6) and PROPOSAL_EMPTY_GT "seed" (D7).
+    # invalid tokens selectable, D23 column-first sine table) and its once-per-run rotation (D2).
+    # False = corrected behaviour. Resolved into named module arguments by the decoder's from_config
+    # (original_implementation_items) and, for D2, by rotation_once_per_run. The matcher / criterion
+    # quirks have their own keys: CLASS_COST_TYPE "focal" (D6) and PROPOSAL_EMPTY_GT "seed" (D7).
     sim.ORIGINAL_QUIRKS = False
     sim.TEST.SEMANTIC_ON = True
+
+
+def rotation_once_per_run(cfg) -> bool:
+    """Whether training rotation is decided once per run instead of per sample (difference D2):
+    ``INPUT.ROTATION.ONCE_PER_RUN``, or a SiMaskFormer with ``MODEL.SIMASKFORMER.ORIGINAL_QUIRKS``,
+    which promises the original implementation end to end (D2 lives in its data pipeline). The data
+    pipeline reads this instead of the model keys."""
+    if cfg.INPUT.ROTATION.ONCE_PER_RUN:
+        return True
+    return cfg.MODEL.META_ARCHITECTURE == "SiMaskFormer" and bool(
+        cfg.MODEL.get("SIMASKFORMER", {}).get("ORIGINAL_QUIRKS", False))

@@ -18,7 +18,7 @@ from skinformer.utils.events import EventStorage
 from . import hooks
 from .train_loop import HookBase, SimpleTrainer, TrainerBase
 
-__all__ = ["WallClockSchedule", "train_for_budget", "build_budget_trainer"]
+__all__ = ["WallClockSchedule", "BudgetProgress", "train_for_budget", "build_budget_trainer"]
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +61,38 @@ class WallClockSchedule(HookBase):
             group["lr"] = lr
 
 
+class BudgetProgress(HookBase):
+    """Log progress under a budget every ``period_s`` seconds (and after the first step):
+    iteration, time per iteration, elapsed / budget, time left (the ETA of a budgeted run) and the
+    total loss (median of the iterations since the last line).
+
+    Args:
+        schedule: the run's :class:`WallClockSchedule` (its clock and budget).
+        period_s: seconds between lines.
+    """
+
+    def __init__(self, schedule: WallClockSchedule, period_s: float = 60.0):
+        self.schedule = schedule
+        self.period_s = float(period_s)
+        self._next = 0.0
+        self._last_iter = 0
+
+    def after_step(self):
+        elapsed = self.schedule.elapsed()
+        done = self.trainer.iter + 1 - self.trainer.start_iter
+        if done > 1 and elapsed < self._next:
+            return
+        self._next = elapsed + self.period_s
+        loss = ""
+        history = self.trainer.storage.histories().get("total_loss")
+        if history is not None:
+            loss = f", total_loss {history.median(max(done - self._last_iter, 1)):.4f}"
+        self._last_iter = done
+        left = max(self.schedule.budget_s - elapsed, 0.0)
+        logger.info("iter %d (%.2f s each): %.0f / %.0f s of the budget, %d:%02d left%s", self.trainer.iter, elapsed / done,
+                    elapsed, self.schedule.budget_s, int(left // 60), int(left % 60), loss)
+
+
 def train_for_budget(trainer: TrainerBase, schedule: WallClockSchedule) -> int:
     """Run ``trainer`` (hooks included, ``schedule`` among them) until ``schedule`` is exhausted;
     returns the number of iterations done. The last step always starts before the budget ends."""
@@ -82,10 +114,12 @@ def train_for_budget(trainer: TrainerBase, schedule: WallClockSchedule) -> int:
     return trainer.iter
 
 
-def build_budget_trainer(cfg, budget_s: float, extra_hooks: Optional[List[HookBase]] = None):
+def build_budget_trainer(cfg, budget_s: float, extra_hooks: Optional[List[HookBase]] = None,
+                         progress_period_s: float = 60.0):
     """Model, optimizer, scheduler and train loader from ``cfg`` (the :class:`DefaultTrainer`
-    builders) in a step trainer with only the LR hooks: no evaluation, checkpoints or writers
-    during the budget. Returns ``(trainer, schedule)`` for :func:`train_for_budget`."""
+    builders) in a step trainer with only the LR hooks and a progress line every
+    ``progress_period_s``: no evaluation, checkpoints or writers during the budget. Returns
+    ``(trainer, schedule)`` for :func:`train_for_budget`."""
     from .defaults import DefaultTrainer
 
     model = DefaultTrainer.build_model(cfg)
@@ -94,5 +128,6 @@ def build_budget_trainer(cfg, budget_s: float, extra_hooks: Optional[List[HookBa
     loader = DefaultTrainer.build_train_loader(cfg)
     trainer = SimpleTrainer(model, loader, optimizer, accumulate_steps=cfg.SOLVER.ACCUMULATE_STEPS)
     schedule = WallClockSchedule(scheduler, budget_s)
-    trainer.register_hooks([schedule, hooks.LRScheduler(optimizer, scheduler)] + list(extra_hooks or []))
+    trainer.register_hooks([schedule, hooks.LRScheduler(optimizer, scheduler), BudgetProgress(schedule, progress_period_s)]
+                           + list(extra_hooks or []))
     return trainer, schedule

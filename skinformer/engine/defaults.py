@@ -23,7 +23,6 @@ from skinformer.config import CfgNode
 from skinformer.data.validation import validate_first_images
 from skinformer.evaluation import build_evaluator, inference_on_dataset, print_csv_format
 from skinformer.evaluation.visualization import write_overlays
-from skinformer.modeling.test_time_augmentation import build_inference_model
 from skinformer.utils import comm
 from skinformer.utils.events import CommonMetricPrinter, JSONWriter, TensorboardXWriter
 from skinformer.utils.file_io import PathManager
@@ -317,6 +316,8 @@ class DefaultTrainer(TrainerBase):
 
         Returns ``{dataset: {task: {metric: value}}}``, or the inner dict if there is one dataset.
         """
+        from skinformer.modeling.test_time_augmentation import build_inference_model
+
         model = build_inference_model(cfg, model)
         names = list(cfg.DATASETS.TEST)
         if evaluators is not None and not isinstance(evaluators, (list, tuple)):
@@ -354,6 +355,8 @@ class DefaultTrainer(TrainerBase):
         log them to TensorBoard as ``vis/<stem>`` (in OUTPUT_DIR, or ``output_dir`` when given);
         see :func:`skinformer.evaluation.visualization.write_overlays`.
         Returns the written paths. Call on the main process only."""
+        from skinformer.modeling.test_time_augmentation import build_inference_model
+
         num = cfg.TEST.NUM_VIS if num_images is None else num_images
         if num <= 0 or not (dataset_name or cfg.DATASETS.TEST):
             return []

@@ -8,8 +8,6 @@ from skinformer.checkpoint import DetectionCheckpointer
 from skinformer.config import CfgNode
 from skinformer.data.catalog import MetadataCatalog
 from skinformer.data.transforms import AugmentationList, apply_augmentations, build_augmentation
-from skinformer.modeling.meta_arch.build import build_model
-from skinformer.modeling.test_time_augmentation import build_inference_model
 from skinformer.utils.visualizer import scores_to_label_map
 
 __all__ = ["DefaultPredictor"]
@@ -36,6 +34,10 @@ class DefaultPredictor:
     """
 
     def __init__(self, cfg: CfgNode, batch_size: Optional[int] = None, threshold: float = 0.5):
+        # modeling (timm, torchvision) loads on first use: importing skinformer.engine stays light
+        from skinformer.modeling.meta_arch.build import build_model
+        from skinformer.modeling.test_time_augmentation import build_inference_model
+
         self.cfg = cfg.clone()
         if cfg.INPUT.FORMAT not in _INPUT_FORMATS:
             raise ValueError(f"INPUT.FORMAT must be one of {sorted(_INPUT_FORMATS)}, got '{cfg.INPUT.FORMAT}'")

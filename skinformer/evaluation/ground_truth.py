@@ -19,7 +19,7 @@ from skinformer.structures.label_space import LabelSpace
 from .evaluator import DatasetEvaluator
 
 __all__ = [
-    "GroundTruthLookup", "mask_metadata_kwargs", "read_label_map", "read_binary_stack",
+    "GroundTruthLookup", "mask_metadata_kwargs", "read_label_map", "read_foreground", "read_binary_stack",
     "check_prediction_size", "check_scores", "LabelMapEvaluator",
 ]
 
@@ -80,6 +80,20 @@ def read_label_map(file_name: str, space: LabelSpace, device: torch.device) -> t
     arr = space.decode(file_name)
     small = arr.astype(np.int16) if arr.size and arr.min() >= -2 ** 15 and arr.max() < 2 ** 15 else arr
     return torch.from_numpy(small).to(device, non_blocking=True)
+
+
+def read_foreground(file_name: str, space: LabelSpace, device: torch.device = torch.device("cpu")
+                    ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """Ground-truth foreground of one mask file: bool ``H×W`` (every non-ignored pixel labelled with
+    a class that is not background) and the bool ``H×W`` valid mask, None when nothing can be ignored."""
+    if space.mask_encoding == "binary":
+        # binary files hold no ignore pixels: decode straight to a bool foreground, skipping the
+        # int64 label map read_sem_seg would build (same result, less memory traffic)
+        return torch.from_numpy(mask_io.read_binary_mask(file_name)).to(device, non_blocking=True), None
+    gt = read_label_map(file_name, space, device)
+    valid = gt != space.ignore_label
+    fg = (gt >= 0) & (gt < space.num_classes) & (gt != space.background_label) & valid
+    return fg, valid
 
 
 def read_binary_stack(files: List[Optional[str]], shape, device: torch.device,

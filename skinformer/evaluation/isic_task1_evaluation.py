@@ -25,12 +25,11 @@ from typing import Any, Dict, List, Optional
 import torch
 
 from skinformer.config import configurable
-from skinformer.data import mask_io
 from skinformer.utils import comm
 
 from .build import EVALUATOR_REGISTRY
 from .evaluator import all_reduce_statistics
-from .ground_truth import LabelMapEvaluator, read_label_map
+from .ground_truth import LabelMapEvaluator, read_foreground
 from .metrics import (ISIC_TASK1_PER_IMAGE_KEYS, binary_confusion, isic_task1_per_image,
                       isic_task1_statistics, isic_task1_summary)
 
@@ -65,22 +64,10 @@ class ISICTask1Evaluator(LabelMapEvaluator):
         self._counts: List[torch.Tensor] = []  # one int64 [tp, fp, fn, tn] per image, on the outputs' device
         self._image_ids: List[Any] = []
 
-    def _read_gt_foreground(self, gt_file: str, device: torch.device):
-        """Ground-truth foreground (bool H×W) and valid mask (None when nothing is ignored)."""
-        if self._space.mask_encoding == "binary":
-            # binary files hold no ignore pixels: decode straight to a bool foreground, skipping the
-            # int64 label map read_sem_seg would build (same result, less memory traffic)
-            fg = mask_io.read_binary_mask(gt_file)
-            return torch.from_numpy(fg).to(device, non_blocking=True), None
-        gt = read_label_map(gt_file, self._space, device)
-        valid = gt != self._ignore
-        fg = (gt >= 0) & (gt < self._num_classes) & (gt != self._space.background_label) & valid
-        return fg, valid
-
     def process(self, inputs: List[dict], outputs: List[dict]) -> None:
         for inp, out in zip(inputs, outputs):
             scores, gt_file = self._scores_and_gt_file(inp, out)
-            gt_fg, valid = self._read_gt_foreground(gt_file, scores.device)
+            gt_fg, valid = read_foreground(gt_file, self._space, scores.device)
             scores = self._scores_at_gt_size(gt_fg.shape, gt_file, inp, scores)
             pred_fg = self._space.foreground(scores)
             self._counts.append(binary_confusion(pred_fg, gt_fg, valid))

@@ -22,9 +22,14 @@ from skinformer.utils import comm
 
 from .mask_losses import dice_loss, sigmoid_ce_loss, sigmoid_focal_loss
 from .matcher import HungarianMatcher, Indices
-from .point_sample import calculate_uncertainty, get_uncertain_point_coords_with_randomness, point_sample
+from .point_sample import (
+    calculate_uncertainty, get_uncertain_point_coords_with_randomness, point_sample, resize_target_masks,
+)
 
-__all__ = ["SetCriterion", "build_weight_dict", "LOSS_KEYS"]
+__all__ = ["SetCriterion", "build_weight_dict", "LOSS_KEYS", "MASK_SAMPLINGS"]
+
+# Where mask losses and mask matching costs are evaluated (``MODEL.*.MASK_LOSS_SAMPLING``).
+MASK_SAMPLINGS = ("points", "grid")
 
 
 # The scalar keys each loss type produces (also used for the zero placeholders).
@@ -105,6 +110,21 @@ def _sample_matched_targets(masks: Sequence[torch.Tensor], indices: Indices, coo
     return torch.cat(labels)
 
 
+class _GridTargets:
+    """Per-step cache of the target masks resized to each prediction grid (all prediction sets of
+    a step share one or two grid sizes; resizing once per size instead of once per set)."""
+
+    def __init__(self, targets):
+        self.targets = targets
+        self._by_size = {}
+
+    def get(self, size: Tuple[int, int], device) -> List[torch.Tensor]:
+        key = (tuple(size), str(device))
+        if key not in self._by_size:
+            self._by_size[key] = [resize_target_masks(t["masks"].to(device), size) for t in self.targets]
+        return self._by_size[key]
+
+
 class SetCriterion(nn.Module):
     """Hungarian-matched losses over all prediction sets of a mask-transformer decoder.
 
@@ -132,6 +152,10 @@ class SetCriterion(nn.Module):
             difference D7).
         class_weights: CE weights of the K classes ("ce" class loss; ``MODEL.LOSS.CLASS_WEIGHTS``);
             the no-object weight stays ``eos_coef``.
+        mask_sampling: where the mask losses are evaluated: "points" (PointRend sampling above) or
+            "grid" (every cell of the predicted ``h×w`` mask, the targets bilinearly resized to it
+            once per step). When ``num_points`` is near ``h·w`` (small inputs) "grid" sees every
+            pixel for the cost of none of the sampling.
     """
 
     _LOSS_FNS = {"labels": "loss_labels", "masks": "loss_masks", "boxes": "loss_boxes"}
@@ -141,8 +165,12 @@ class SetCriterion(nn.Module):
                  importance_sample_ratio: float, class_loss: str = "ce", focal_alpha: float = 0.25,
                  focal_gamma: float = 2.0, deep_supervision: bool = True, single_matching: bool = False,
                  dn_enabled: bool = False, dn_losses: Optional[Sequence[str]] = None,
-                 proposal_empty_gt: str = "exclude", class_weights: Optional[Sequence[float]] = None):
+                 proposal_empty_gt: str = "exclude", class_weights: Optional[Sequence[float]] = None,
+                 mask_sampling: str = "points"):
         super().__init__()
+        if mask_sampling not in MASK_SAMPLINGS:
+            raise ValueError(f"SetCriterion: mask_sampling must be one of {MASK_SAMPLINGS}, got {mask_sampling!r}")
+        self.mask_sampling = mask_sampling
         for loss in list(losses) + list(dn_losses or []):
             if loss not in self._LOSS_FNS:
                 raise ValueError(f"SetCriterion: unknown loss {loss!r}; expected one of {sorted(self._LOSS_FNS)}")
@@ -175,6 +203,7 @@ class SetCriterion(nn.Module):
             empty_weight[:num_classes] = torch.as_tensor([float(w) for w in class_weights[:num_classes]])
         empty_weight[-1] = eos_coef
         self.register_buffer("empty_weight", empty_weight, persistent=False)
+        self._grid_targets = None
 
     # ------------------------------------------------------------------------------------------
     # individual losses
@@ -217,14 +246,24 @@ class SetCriterion(nn.Module):
         return {"loss_bbox": loss_bbox, "loss_giou": loss_giou}
 
     def loss_masks(self, outputs, targets, indices: Indices, num_masks: float) -> Dict[str, torch.Tensor]:
-        """Point-sampled BCE and dice per matched pair, summed / num_masks (PointRend importance
-        sampling: the most uncertain of oversampled random points plus fresh random ones)."""
+        """BCE and dice per matched pair, summed / num_masks: on PointRend points (the most
+        uncertain of oversampled random points plus fresh random ones) or on the whole grid."""
         pred = outputs["pred_masks"]
         idx = self._src_idx(indices, pred.device)
         src_masks = pred[idx].float()
         if src_masks.shape[0] == 0:
             zero = pred.sum() * 0.0
             return {"loss_mask": zero, "loss_dice": zero}
+        if self.mask_sampling == "grid":
+            grid_targets = self._grid_targets or _GridTargets(targets)
+            resized = grid_targets.get(pred.shape[-2:], pred.device)
+            labels = torch.cat([m[j.to(m.device)] for m, (_, j) in zip(resized, indices) if len(j)])
+            logits = src_masks.flatten(1)
+            labels = labels.flatten(1)
+            return {
+                "loss_mask": sigmoid_ce_loss(logits, labels, num_masks),
+                "loss_dice": dice_loss(logits, labels, num_masks),
+            }
         tgt_masks = _pad_masks([t["masks"] for t in targets])
         src_masks = src_masks[:, None]
         with torch.no_grad():
@@ -348,7 +387,13 @@ class SetCriterion(nn.Module):
         """
         device = outputs["pred_logits"].device
         num_masks = self.get_num_masks(targets, device)
+        self._grid_targets = _GridTargets(targets) if self.mask_sampling == "grid" else None
+        try:
+            return self._forward(outputs, targets, num_masks)
+        finally:
+            self._grid_targets = None
 
+    def _forward(self, outputs: Dict, targets, num_masks: float) -> Dict[str, torch.Tensor]:
         indices = self.match_prediction_sets(outputs, targets)
         losses = self._all_losses(outputs, targets, indices[0], num_masks)
         if self.deep_supervision:
@@ -371,4 +416,5 @@ class SetCriterion(nn.Module):
     def extra_repr(self) -> str:
         return (f"num_classes={self.num_classes}, losses={self.losses}, class_loss={self.class_loss!r}, "
                 f"eos_coef={self.eos_coef}, num_points={self.num_points}, single_matching={self.single_matching}, "
-                f"dn_enabled={self.dn_enabled}, proposal_empty_gt={self.proposal_empty_gt!r}")
+                f"dn_enabled={self.dn_enabled}, proposal_empty_gt={self.proposal_empty_gt!r}, "
+                f"mask_sampling={self.mask_sampling!r}")

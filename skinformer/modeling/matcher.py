@@ -5,7 +5,8 @@ The cost of assigning query q to ground truth t of the same image is
     C[q, t] = w_class·class + w_mask·BCE + w_dice·dice + w_box·L1(box) + w_giou·(-GIoU)
 
 with the mask terms computed on the same random points (uniform in [0, 1]², a new draw per
-call) for every prediction and every ground truth of the image, and the box terms only when the
+call) for every prediction and every ground truth of the image (or, with ``mask_sampling="grid"``,
+on every cell of the predicted mask grid, the ground truth bilinearly resized to it), and the box terms only when the
 predictions have ``"pred_boxes"`` and the targets ``"boxes"``. Everything is computed on the
 tensors' device in float32; only the final ``Q×T`` matrices go to the CPU for scipy's
 ``linear_sum_assignment``.
@@ -19,7 +20,7 @@ from scipy.optimize import linear_sum_assignment
 from skinformer.structures import box_cxcywh_to_xyxy, generalized_box_iou
 
 from .mask_losses import batch_dice_cost, batch_sigmoid_ce_cost, focal_class_cost, softmax_class_cost
-from .point_sample import point_sample
+from .point_sample import point_sample, resize_target_masks
 
 __all__ = ["HungarianMatcher"]
 
@@ -43,13 +44,18 @@ class HungarianMatcher(nn.Module):
         empty_min_cost: the per-query minimum cost reported for images without ground truth
             (:meth:`forward` with ``return_min_cost_per_query``). The original implementation uses 25; the
             criterion decides whether such images enter the UOME loss at all.
+        mask_sampling: "points" (``num_points`` random points) or "grid" (every cell of the
+            predicted ``h×w`` masks).
     """
 
     def __init__(self, cost_class: float = 1.0, cost_mask: float = 1.0, cost_dice: float = 1.0,
                  cost_box: float = 0.0, cost_giou: float = 0.0, num_points: int = 12544,
                  class_loss: str = "ce", class_cost_type: str = "softmax", focal_alpha: float = 0.25,
-                 focal_gamma: float = 2.0, empty_min_cost: float = 25.0):
+                 focal_gamma: float = 2.0, empty_min_cost: float = 25.0, mask_sampling: str = "points"):
         super().__init__()
+        if mask_sampling not in ("points", "grid"):
+            raise ValueError(f"HungarianMatcher: mask_sampling must be 'points' or 'grid', got {mask_sampling!r}")
+        self.mask_sampling = mask_sampling
         if class_loss not in ("ce", "focal"):
             raise ValueError(f"HungarianMatcher: class_loss must be 'ce' or 'focal', got {class_loss!r}")
         if class_cost_type not in _CLASS_COSTS:
@@ -106,12 +112,16 @@ class HungarianMatcher(nn.Module):
                 cost = self.cost_class * self._class_cost(logits, tgt_ids)
 
                 if self.cost_mask > 0 or self.cost_dice > 0:
-                    out_mask = masks_all[b].float()[:, None]
-                    tgt_mask = tgt["masks"].to(device=device, dtype=torch.float32)[:, None]
-                    # The same points for every prediction and every ground truth of the image.
-                    coords = torch.rand(1, self.num_points, 2, device=device)
-                    tgt_pts = point_sample(tgt_mask, coords.expand(tgt_mask.shape[0], -1, -1)).squeeze(1)
-                    out_pts = point_sample(out_mask, coords.expand(out_mask.shape[0], -1, -1)).squeeze(1)
+                    if self.mask_sampling == "grid":
+                        out_pts = masks_all[b].float().flatten(1)
+                        tgt_pts = resize_target_masks(tgt["masks"].to(device), masks_all.shape[-2:]).flatten(1)
+                    else:
+                        out_mask = masks_all[b].float()[:, None]
+                        tgt_mask = tgt["masks"].to(device=device, dtype=torch.float32)[:, None]
+                        # The same points for every prediction and every ground truth of the image.
+                        coords = torch.rand(1, self.num_points, 2, device=device)
+                        tgt_pts = point_sample(tgt_mask, coords.expand(tgt_mask.shape[0], -1, -1)).squeeze(1)
+                        out_pts = point_sample(out_mask, coords.expand(out_mask.shape[0], -1, -1)).squeeze(1)
                     if self.cost_mask > 0:
                         cost = cost + self.cost_mask * batch_sigmoid_ce_cost(out_pts, tgt_pts)
                     if self.cost_dice > 0:
@@ -175,4 +185,5 @@ class HungarianMatcher(nn.Module):
     def extra_repr(self) -> str:
         return (f"cost_class={self.cost_class}, cost_mask={self.cost_mask}, cost_dice={self.cost_dice}, "
                 f"cost_box={self.cost_box}, cost_giou={self.cost_giou}, num_points={self.num_points}, "
-                f"class_loss={self.class_loss!r}, class_cost_type={self.class_cost_type!r}")
+                f"class_loss={self.class_loss!r}, class_cost_type={self.class_cost_type!r}, "
+                f"mask_sampling={self.mask_sampling!r}")

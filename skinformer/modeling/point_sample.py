@@ -2,14 +2,17 @@
 
 Mask losses and matching costs are computed on a fixed number of points per mask instead of
 every pixel: memory stays independent of the image size, and predictions (stride 4) and ground
-truth (input resolution) are compared at the same continuous locations.
+truth (input resolution) are compared at the same continuous locations. For small inputs, where
+the points would outnumber the cells of the predicted mask, :func:`resize_target_masks` brings the
+ground truth to the prediction grid instead (``MASK_LOSS_SAMPLING "grid"``).
 """
-from typing import Callable
+from typing import Callable, Tuple
 
 import torch
 import torch.nn.functional as F
 
-__all__ = ["point_sample", "calculate_uncertainty", "get_uncertain_point_coords_with_randomness"]
+__all__ = ["point_sample", "calculate_uncertainty", "get_uncertain_point_coords_with_randomness",
+           "resize_target_masks"]
 
 
 def point_sample(input: torch.Tensor, point_coords: torch.Tensor, **kwargs) -> torch.Tensor:
@@ -82,3 +85,12 @@ def get_uncertain_point_coords_with_randomness(
     if num_random > 0:
         point_coords = torch.cat([point_coords, torch.rand(num_boxes, num_random, 2, device=device)], dim=1)
     return point_coords
+
+
+def resize_target_masks(masks: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
+    """``T×H×W`` target masks -> ``T×h×w`` float32, bilinear with ``align_corners=False``: the
+    value :func:`point_sample` reads at the centre of each cell of an ``h×w`` grid."""
+    masks = masks.float()
+    if tuple(masks.shape[-2:]) == tuple(size) or masks.shape[0] == 0:
+        return masks if masks.shape[0] else masks.new_zeros((0,) + tuple(size))
+    return F.interpolate(masks[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]

@@ -114,3 +114,95 @@ def test_tools_wrapper_runs_the_package_program():
     out = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "predict.py"), "--help"],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and "--skip-bad" in out.stdout
+
+
+def _lesion_images(tmp_path, sizes):
+    """Random images and rectangular 0/255 ground-truth masks (``<stem>_segmentation.png``)."""
+    images, gts = tmp_path / "images", tmp_path / "gt"
+    images.mkdir()
+    gts.mkdir()
+    rng = np.random.default_rng(1)
+    for stem, (h, w) in sizes.items():
+        Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(images / f"{stem}.png")
+        gt = np.zeros((h, w), np.uint8)
+        gt[h // 4: 3 * h // 4, w // 5: 3 * w // 5] = 255
+        Image.fromarray(gt).save(gts / f"{stem}_segmentation.png")
+    return images, gts
+
+
+def _read_csv(path):
+    import csv
+
+    with open(path, newline="") as f:
+        return {os.path.basename(r["file"]): r for r in csv.DictReader(f)}
+
+
+def test_predict_with_ground_truth_writes_per_image_metrics(tmp_path, weights, capsys):
+    images, gts = _lesion_images(tmp_path, {"a": (60, 80), "b": (48, 40)})
+    os.remove(gts / "b_segmentation.png")  # an image without ground truth
+    args = ["--config-file", CONFIG, "--input", str(images), "--gt-suffix", "_segmentation.png"]
+    overrides = [*_SMALL, "MODEL.WEIGHTS", weights]
+    # the (random) model's median score as threshold: about half of the image is foreground
+    assert predict.main([*args, "--output", str(tmp_path / "first"), "--probabilities", "npy", *overrides]) == 0
+    scores = np.load(tmp_path / "first" / "probabilities" / "a.npy").astype(np.float64)[0]
+    threshold = float(np.clip(np.median(scores), 1e-3, 1 - 1e-3))
+    # a ground truth that overlaps that prediction in part: TP, FP and FN all > 0
+    pred = scores.reshape(-1) > threshold
+    inside, outside = np.flatnonzero(pred), np.flatnonzero(~pred)
+    gt = pred.copy()
+    gt[inside[: len(inside) // 2]] = False
+    gt[outside[: len(outside) // 3]] = True
+    Image.fromarray(gt.reshape(60, 80).astype(np.uint8) * 255).save(gts / "a_segmentation.png")
+
+    out = tmp_path / "out"
+    assert predict.main([*args, "--output", str(out), "--gt", str(gts), "--threshold", str(threshold),
+                         *overrides]) == 0
+    printed = capsys.readouterr().out
+    assert f"Loading model weights from {weights}" in printed
+    assert "1 image(s) have no ground truth" in printed
+    rows = _read_csv(out / "predictions.csv")
+    # computed here from the written mask and the ground-truth file, independently of the package
+    pred = np.asarray(Image.open(out / "masks" / "a.png")) == 255
+    gt = np.asarray(Image.open(gts / "a_segmentation.png")) == 255
+    tp, fp, fn = (pred & gt).sum(), (pred & ~gt).sum(), (~pred & gt).sum()
+    assert tp > 0 and fp > 0 and fn > 0
+    expected = {"jaccard": tp / (tp + fp + fn), "dice": 2 * tp / (2 * tp + fp + fn),
+                "precision": tp / (tp + fp), "recall": tp / (tp + fn)}
+    a = rows["a.png"]
+    assert a["gt"] == str(gts / "a_segmentation.png")
+    for key, value in expected.items():
+        assert float(a[key]) == pytest.approx(value, abs=1e-6), key
+    b = rows["b.png"]
+    assert b["gt"] == "" and all(b[k] == "" for k in expected)
+
+
+def test_predict_draws_the_ground_truth_outline_on_the_overlay(tmp_path, weights):
+    import cv2
+
+    images, gts = _lesion_images(tmp_path, {"a": (60, 80)})
+    args = ["--config-file", CONFIG, "--input", str(images), "--gt-suffix", "_segmentation.png"]
+    overrides = [*_SMALL, "MODEL.WEIGHTS", weights]
+    assert predict.main([*args, "--output", str(tmp_path / "plain"), *overrides]) == 0
+    assert predict.main([*args, "--output", str(tmp_path / "gt"), "--gt", str(gts), *overrides]) == 0
+    plain = cv2.imread(str(tmp_path / "plain" / "overlays" / "a.png"))
+    with_gt = cv2.imread(str(tmp_path / "gt" / "overlays" / "a.png"))
+    changed = (plain != with_gt).any(axis=2)
+    gt = (np.asarray(Image.open(gts / "a_segmentation.png")) == 255).astype(np.uint8)
+    k = np.ones((3, 3), np.uint8)
+    band = cv2.dilate(gt, k).astype(bool) & ~cv2.erode(gt, k).astype(bool)
+    # the outline: on the lesion's border, all around it, and nowhere else
+    assert changed.any() and not (changed & ~band).any()
+    assert changed[15, 16] and changed[44, 47]  # corners of the 60x80 lesion rectangle [15:45, 16:48]
+
+
+def test_predict_ground_truth_errors(tmp_path, weights):
+    images, gts = _lesion_images(tmp_path, {"a": (30, 30)})
+    base = ["--config-file", CONFIG, "--input", str(images), "--output", str(tmp_path / "out")]
+    overrides = [*_SMALL, "MODEL.WEIGHTS", weights]
+    with pytest.raises(FileNotFoundError, match="_mask.png"):  # no file matches the suffix
+        predict.main([*base, "--gt", str(gts), "--gt-suffix", "_mask.png", *overrides])
+    with pytest.raises(FileNotFoundError, match="is not a folder"):
+        predict.main([*base, "--gt", str(tmp_path / "nowhere"), *overrides])
+    Image.fromarray(np.zeros((10, 10), np.uint8)).save(gts / "a_segmentation.png")
+    with pytest.raises(ValueError, match="a_segmentation.png"):  # wrong size
+        predict.main([*base, "--gt", str(gts), "--gt-suffix", "_segmentation.png", *overrides])

@@ -33,3 +33,18 @@ def test_original_quirks_switch_implies_once_per_run():
     cfg.MODEL.SIMASKFORMER.ORIGINAL_QUIRKS = True
     cfg.INPUT.ROTATION.PROB = 0.5
     assert all(r.prob == 1.0 for r in _rotations(cfg))
+
+
+def test_once_per_run_is_resolved_by_the_config_layer():
+    from skinformer.config import rotation_once_per_run
+
+    cfg = get_cfg()
+    assert not rotation_once_per_run(cfg)
+    cfg.MODEL.SIMASKFORMER.ORIGINAL_QUIRKS = True
+    cfg.MODEL.META_ARCHITECTURE = "MaskFormer"  # the switch belongs to SiMaskFormer only
+    assert not rotation_once_per_run(cfg)
+    cfg.MODEL.META_ARCHITECTURE = "SiMaskFormer"
+    assert rotation_once_per_run(cfg)
+    cfg.MODEL.SIMASKFORMER.ORIGINAL_QUIRKS = False
+    cfg.INPUT.ROTATION.ONCE_PER_RUN = True
+    assert rotation_once_per_run(cfg)

@@ -127,3 +127,15 @@ def test_cli_without_smp_rows(tmp_path, monkeypatch):
     assert "per_pixel_r18_synthetic" in open(tmp_path / "table.md").read()
     with pytest.raises(SystemExit):
         tool.main(["--budget-min", "1", "--skinformer", QUICK, "SOLVER.BASE_LR"])  # odd overrides
+
+
+def test_kernel_is_prepared_only_for_deformable_attention_models(tmp_path):
+    from skinformer.engine.benchmark_accuracy import _deformable_attention_devices
+
+    simaskformer = os.path.join(_ROOT, "configs", "quickstart", "simaskformer_tiny_synthetic.yaml")
+    per_pixel = AccuracyJob("per-pixel", "skinformer", QUICK, TINY)
+    mask = AccuracyJob("simaskformer", "skinformer", simaskformer, ["MODEL.DEVICE", "cpu"])
+    peer = AccuracyJob("smp U-Net", "smp", arch="Unet")
+    settings = _settings(tmp_path)
+    assert _deformable_attention_devices([per_pixel, peer], settings) == []
+    assert _deformable_attention_devices([per_pixel, mask, peer], settings) == ["cpu"]

@@ -56,3 +56,25 @@ def test_schedule_independent_of_machine_speed():
     fast, lrs_fast = _run(seconds_per_step=1.0, budget=40.0)
     assert (slow, fast) == (10, 40)
     assert abs(lrs_slow[5] - lrs_fast[20]) < 0.05  # same fraction of the budget, same lr
+
+
+def test_progress_lines_give_the_time_left_and_the_loss(caplog):
+    import logging
+
+    from skinformer.engine.budget import BudgetProgress
+
+    now = [0.0]
+    model = _Toy()
+    opt = torch.optim.SGD(model.parameters(), lr=1.0)
+    sched = LRMultiplier(opt, CosineParamScheduler(1.0, 0.0), max_iter=100)
+    trainer = SimpleTrainer(model, _loader(), opt)
+    schedule = WallClockSchedule(sched, 300.0, clock=lambda: now[0])
+    trainer.register_hooks([schedule, CallbackHook(after_step=lambda t: now.__setitem__(0, now[0] + 10.0)),
+                            BudgetProgress(schedule, period_s=100.0)])
+    with caplog.at_level(logging.INFO, logger="skinformer.engine.budget"):
+        assert train_for_budget(trainer, schedule) == 30
+    lines = [r.getMessage() for r in caplog.records if "of the budget" in r.getMessage()]
+    # after the first step, then every 100 s of the 300 s budget
+    assert len(lines) == 3, lines
+    assert lines[0].startswith("iter 0 (10.00 s each): 10 / 300 s of the budget, 4:50 left, total_loss ")
+    assert lines[2].startswith("iter 20 (10.00 s each): 210 / 300 s of the budget, 1:30 left")

@@ -186,3 +186,60 @@ def test_weight_dict_layout():
     assert len(returned) == 106 and returned <= set(wd)
     m2f = build_weight_dict(2, 5, 5, num_aux=9)
     assert len(m2f) == 30 and "loss_bbox" not in m2f
+
+
+def test_grid_mask_losses_are_dense_losses_of_the_matched_pairs():
+    torch.manual_seed(0)
+    crit = _criterion(losses=["masks"], mask_sampling="grid")
+    outputs = _outputs(B=2, Q=5, n_aux=0, interm=False)
+    targets = _targets((2, 1), size=32)
+    indices = crit.match_prediction_sets(outputs, targets)[0]
+    losses = crit(outputs, targets)
+    logits, labels = [], []
+    for b, (q, t) in enumerate(indices):
+        logits.append(outputs["pred_masks"][b, q].flatten(1))
+        labels.append(F.interpolate(targets[b]["masks"][t][:, None], size=(8, 8), mode="bilinear",
+                                    align_corners=False).flatten(1))
+    logits, labels = torch.cat(logits), torch.cat(labels)
+    bce = F.binary_cross_entropy_with_logits(logits, labels, reduction="none").mean(1).sum() / 3
+    p = logits.sigmoid()
+    dice = (1 - (2 * (p * labels).sum(1) + 1) / (p.sum(1) + labels.sum(1) + 1)).sum() / 3
+    assert losses["loss_mask"].item() == pytest.approx(bce.item(), rel=1e-5)
+    assert losses["loss_dice"].item() == pytest.approx(dice.item(), rel=1e-5)
+    # deterministic (no random points) and differentiable
+    assert torch.equal(losses["loss_mask"], crit(outputs, targets)["loss_mask"])
+    (losses["loss_mask"] + losses["loss_dice"]).backward()
+    assert outputs["pred_masks"].grad.abs().sum() > 0
+
+
+def test_grid_and_point_mask_losses_agree_in_expectation():
+    # Uniform points (no importance sampling) estimate the per-pixel mean the grid computes, where
+    # bilinear sampling changes nothing: logits constant per query, targets aligned to the 4-px cells.
+    torch.manual_seed(0)
+    outputs = _outputs(B=2, Q=5, n_aux=0, interm=False)
+    outputs["pred_masks"] = torch.randn(2, 5, 1, 1).expand(-1, -1, 8, 8).contiguous()
+    targets = _targets((2, 1), size=32)
+    for t in targets:
+        t["masks"].zero_()
+        for i in range(len(t["masks"])):
+            t["masks"][i, 4 * i: 4 * i + 16, 8: 20] = 1
+    grid = _criterion(losses=["masks"], mask_sampling="grid")
+    points = _criterion(losses=["masks"], num_points=20000, oversample_ratio=1.0, importance_sample_ratio=0.0)
+    indices = grid.match_prediction_sets(outputs, targets)[0]
+    g = grid.loss_masks(outputs, targets, indices, 3.0)
+    p = points.loss_masks(outputs, targets, indices, 3.0)
+    for k in ("loss_mask", "loss_dice"):
+        assert p[k].item() == pytest.approx(g[k].item(), rel=0.03)
+
+
+def test_grid_mask_losses_cover_denoising_and_empty_images():
+    torch.manual_seed(0)
+    crit = _criterion(mask_sampling="grid", dn_enabled=True)
+    losses = crit(_outputs(B=2, Q=5, n_aux=1, dn_groups=3, single_pad=2), _targets((2, 0)))
+    assert {"loss_mask_dn", "loss_dice_dn_0", "loss_mask_interm"} <= set(losses)
+    assert all(torch.isfinite(v) for v in losses.values())
+
+
+def test_unknown_mask_sampling_is_named():
+    with pytest.raises(ValueError, match="mask_sampling.*'dense'"):
+        _criterion(mask_sampling="dense")

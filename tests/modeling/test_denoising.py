@@ -102,7 +102,7 @@ def test_mask_noise_translation_is_symmetric_and_about_the_object():
     copies = 400
     corrected = random_affine_mask_noise(t["masks"], t["boxes"], 0.4, (32, 32), copies, generator=gen)[:, 0]
     gen.manual_seed(0)
-    seed = random_affine_mask_noise(t["masks"], t["boxes"], 0.4, (32, 32), copies, quirks=True, generator=gen)[:, 0]
+    seed = random_affine_mask_noise(t["masks"], t["boxes"], 0.4, (32, 32), copies, original_mask_noise=True, generator=gen)[:, 0]
     gt_centre = t["boxes"][0, :2]
     shift = (_centres(corrected) - gt_centre) * 32  # in 1/4-resolution pixels
     shift_seed = (_centres(seed) - gt_centre) * 32
@@ -119,7 +119,7 @@ def test_seed_mask_noise_equals_full_resolution_warp_then_nearest():
     t = _target([(8, 4, 48, 64), (30, 30, 60, 50)], [0, 0])
     copies, ns = 2, 0.4
     gen = torch.Generator().manual_seed(5)
-    fast = random_affine_mask_noise(t["masks"], t["boxes"], ns, (H4, W4), copies, quirks=True, generator=gen)
+    fast = random_affine_mask_noise(t["masks"], t["boxes"], ns, (H4, W4), copies, original_mask_noise=True, generator=gen)
     # Reference: the seed's procedure on the same random draws.
     gen.manual_seed(5)
     u = torch.rand((copies * 2, 5), generator=gen)
@@ -140,7 +140,7 @@ def test_seed_mask_noise_equals_full_resolution_warp_then_nearest():
 def test_dn_mask_logit_range_corrected_vs_seed():
     t = [_target([(8, 8, 40, 40)], [0])]
     corrected = MaskDenoiser(1, 8, dn_num=4, noise_scale=0.4)(t, 2, (H4, W4)).mask_logits
-    seed = MaskDenoiser(1, 8, dn_num=4, noise_scale=0.4, quirks=True)(t, 2, (H4, W4)).mask_logits
+    seed = MaskDenoiser(1, 8, dn_num=4, noise_scale=0.4, original_mask_noise=True, original_box_convention=True)(t, 2, (H4, W4)).mask_logits
     assert corrected.dtype == torch.float32 and seed.dtype == torch.float32
     assert abs(corrected.max().item() - math.log(1 / 1e-5)) < 1e-3
     assert abs(seed.max().item() - 25.33) < 0.01  # eps 1e-11, then float16

@@ -84,6 +84,21 @@ def test_bad_class_id_is_named():
 
 
 @pytest.mark.parametrize("arch", ["MaskFormer", "SiMaskFormer"])
+def test_grid_mask_loss_sampling_from_the_config(arch):
+    cfg = tiny_cfg(arch)
+    node = "MASK_FORMER" if arch == "MaskFormer" else "SIMASKFORMER"
+    cfg.MODEL[node].MASK_LOSS_SAMPLING = "grid"
+    model = build_model(cfg)
+    assert model.criterion.mask_sampling == "grid" and model.criterion.matcher.mask_sampling == "grid"
+    model.train()
+    losses = model([make_input(seed=0, masks=ellipse_mask(64, 64, 30, 30, 10, 10)[None], classes=[0])])
+    assert all(torch.isfinite(v) for v in losses.values())
+    cfg.MODEL[node].MASK_LOSS_SAMPLING = "dense"
+    with pytest.raises(ValueError, match=f"MODEL.{node}.MASK_LOSS_SAMPLING.*'dense'"):
+        build_model(cfg)
+
+
+@pytest.mark.parametrize("arch", ["MaskFormer", "SiMaskFormer"])
 def test_semantic_binary_inference(arch):
     model = _model(arch).eval()
     out = model([make_input(64, 96, orig=(100, 150))])

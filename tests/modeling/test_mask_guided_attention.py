@@ -45,14 +45,14 @@ def test_mask_boxes_conventions_and_empty_masks():
     edge = mask_boxes_cxcywh(m)
     assert torch.allclose(edge[0], torch.tensor([(3 + 6 + 1) / 20, (2 + 4 + 1) / 16, 4 / 10, 3 / 8]))
     assert torch.allclose(edge[1], torch.tensor([0.5, 0.5, 1.0, 1.0]))  # empty -> whole image
-    seed = mask_boxes_cxcywh(m, quirks=True)
+    seed = mask_boxes_cxcywh(m, original_convention=True)
     assert torch.allclose(seed[0], torch.tensor([(3 + 6) / 20, (2 + 4) / 16, 4 / 10, 3 / 8]))
     # Original implementation: degenerate, negative box for an empty mask (difference D4).
     assert torch.allclose(seed[1], torch.tensor([0.5, 0.5, -9 / 10, -7 / 8]))
 
     bit = bitmask_boxes_cxcywh(m)
     assert torch.allclose(bit[0], edge[0]) and torch.allclose(bit[1], edge[1])
-    bit_seed = bitmask_boxes_cxcywh(m, quirks=True)
+    bit_seed = bitmask_boxes_cxcywh(m, original_convention=True)
     assert torch.equal(bit_seed[1], torch.zeros(4))
     assert inverse_sigmoid(bit_seed[1]).max() < -11  # logit -11.5 as the original implementation
     m2b = mask2box_boxes_cxcywh(m)
@@ -61,7 +61,7 @@ def test_mask_boxes_conventions_and_empty_masks():
     # Logits (foreground = logit > 0) give the same boxes as the bool masks.
     logits = torch.where(m, 3.0, -2.0)
     assert torch.equal(mask_boxes_cxcywh(logits), edge)
-    assert torch.equal(mask_boxes_cxcywh(logits, quirks=True), seed)
+    assert torch.equal(mask_boxes_cxcywh(logits, original_convention=True), seed)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -75,7 +75,7 @@ def test_nearest_pixel_lookup_corrected_and_seed():
     inside = nearest_pixel_inside(mask, locs)
     assert inside.tolist() == [[[True, False, False, False, False]]]
     # Seed: truncation + clamp, so points left of / above the image read the border pixel (0, 0).
-    inside_seed = nearest_pixel_inside(mask, locs, quirks=True)
+    inside_seed = nearest_pixel_inside(mask, locs, truncate=True)
     assert inside_seed.tolist() == [[[True, False, True, True, False]]]
     # Float logits are thresholded at 0 where they are read.
     assert torch.equal(nearest_pixel_inside(torch.where(mask, 1.0, -1.0), locs), inside)
@@ -89,7 +89,7 @@ def test_gate_logits_minus_inf_vs_seed_multiplication():
     # A row with every point outside stays ungated (no NaN after the softmax).
     assert gated[0, 0, 1].tolist() == [1.0, 2.0, 3.0, 4.0]
     assert torch.isfinite(gated.softmax(-1)).all()
-    seed = gate_attention_logits(logits, inside, quirks=True)
+    seed = gate_attention_logits(logits, inside, multiply=True)
     assert seed[0, 0, 0].tolist() == [1.0, 0.0, 3.0, 0.0]
     assert seed[0, 0, 1].tolist() == [0.0, 0.0, 0.0, 0.0]
     # "both": only the points flagged as gated are affected.
@@ -101,9 +101,9 @@ def test_gate_logits_minus_inf_vs_seed_multiplication():
 # ------------------------------------------------------------------------------------------------
 # the module
 # ------------------------------------------------------------------------------------------------
-def _module(sampling, quirks=False, seed=0, spread=12.0):
+def _module(sampling, multiplicative_gate=False, seed=0, spread=12.0):
     gen = torch.Generator().manual_seed(seed)
-    m = MaskGuidedDeformableAttention(32, len(LEVELS), 4, 4, sampling=sampling, quirks=quirks)
+    m = MaskGuidedDeformableAttention(32, len(LEVELS), 4, 4, sampling=sampling, multiplicative_gate=multiplicative_gate)
     with torch.no_grad():
         # Query-dependent logits, and points spread to ±1.5 box sizes; point 0 sits at the box
         # centre so every (query, head) row has a point on the (disc) mask.
@@ -151,7 +151,7 @@ def test_minus_inf_gating_ignores_values_outside_the_mask():
 
     # The test can fail: the original implementation's 0/1 multiplication (outside points keep weight) and the
     # ungated box sampling both read the perturbed values.
-    seed = _module("mask", quirks=True)
+    seed = _module("mask", multiplicative_gate=True)
     seed.load_state_dict(corrected.state_dict())
     assert not torch.allclose(_run(seed, memory, shapes, start, query, mask, pred_boxes),
                               _run(seed, perturbed, shapes, start, query, mask, pred_boxes), atol=1e-3)
@@ -169,7 +169,7 @@ def test_seed_gating_multiplies_logits():
     mask = _disc(b, nq)
     seen = {}
 
-    m = _module("mask", quirks=True)
+    m = _module("mask", multiplicative_gate=True)
     orig = m._mask_gate
 
     def spy(mask_, gated=None):

@@ -6,7 +6,9 @@ import torch.nn.functional as F
 
 from skinformer.modeling.mask_losses import batch_dice_cost, batch_sigmoid_ce_cost
 from skinformer.modeling.matcher import HungarianMatcher
-from skinformer.modeling.point_sample import get_uncertain_point_coords_with_randomness, point_sample
+from skinformer.modeling.point_sample import (
+    get_uncertain_point_coords_with_randomness, point_sample, resize_target_masks,
+)
 
 
 def test_class_only_hand_made_assignment():
@@ -118,3 +120,52 @@ def test_point_sample_and_importance_sampling():
     logits = torch.randn(3, 1, 8, 8)
     coords = get_uncertain_point_coords_with_randomness(logits, lambda l: -l.abs(), 20, 3.0, 0.75)
     assert coords.shape == (3, 20, 2) and coords.min() >= 0 and coords.max() <= 1
+
+
+def test_resize_target_masks_reads_the_cell_centres():
+    # the grid mode's resized ground truth is what point sampling reads at the centre of each cell
+    torch.manual_seed(0)
+    masks = (torch.rand(3, 32, 24) > 0.5).float()
+    resized = resize_target_masks(masks, (8, 6))
+    ys, xs = torch.meshgrid((torch.arange(8) + 0.5) / 8, (torch.arange(6) + 0.5) / 6, indexing="ij")
+    centres = torch.stack([xs, ys], -1).reshape(1, -1, 2).expand(3, -1, -1)
+    expected = point_sample(masks[:, None], centres).reshape(3, 8, 6)
+    assert torch.allclose(resized, expected, atol=1e-6)
+    assert resize_target_masks(masks, (32, 24)).data_ptr() == masks.data_ptr()
+    assert resize_target_masks(torch.zeros(0, 32, 24), (8, 6)).shape == (0, 8, 6)
+
+
+def test_grid_mask_costs_are_dense_costs_on_the_resized_targets():
+    torch.manual_seed(0)
+    gt = torch.zeros(2, 32, 32)
+    gt[0, :, :16] = 1
+    gt[1, 4:20, 10:30] = 1
+    pred = torch.randn(1, 3, 8, 8)
+    outputs = {"pred_logits": torch.zeros(1, 3, 2), "pred_masks": pred}
+    targets = [{"labels": torch.tensor([0, 0]), "masks": gt}]
+    matcher = HungarianMatcher(cost_class=0, cost_mask=2, cost_dice=3, mask_sampling="grid")
+    cost, = matcher.compute_cost_matrices(outputs, targets)
+    small = resize_target_masks(gt, (8, 8)).flatten(1)
+    flat = pred[0].flatten(1)
+    expected = 2 * batch_sigmoid_ce_cost(flat, small) + 3 * batch_dice_cost(flat, small)
+    assert torch.allclose(cost, expected, atol=1e-6)
+    # no random points: the same cost every call
+    assert torch.equal(cost, matcher.compute_cost_matrices(outputs, targets)[0])
+
+
+def test_grid_matching_picks_the_overlapping_query():
+    gt = torch.zeros(2, 32, 32)
+    gt[0, :, :16] = 1
+    gt[1, :, 16:] = 1
+    pred = torch.full((3, 8, 8), -8.0)
+    pred[2, :, :4] = 8
+    pred[0, :, 4:] = 8
+    outputs = {"pred_logits": torch.zeros(1, 3, 2), "pred_masks": pred[None]}
+    targets = [{"labels": torch.tensor([0, 0]), "masks": gt}]
+    (rows, cols), = HungarianMatcher(cost_class=0, mask_sampling="grid")(outputs, targets)
+    assert dict(zip(rows.tolist(), cols.tolist())) == {2: 0, 0: 1}
+
+
+def test_unknown_mask_sampling_is_named():
+    with pytest.raises(ValueError, match="mask_sampling.*'dense'"):
+        HungarianMatcher(mask_sampling="dense")

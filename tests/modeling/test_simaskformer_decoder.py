@@ -17,6 +17,7 @@ from skinformer.modeling.transformer_decoder.mask_embedding import (
     per_pixel_sine_table,
 )
 from skinformer.modeling.transformer_decoder.query_selection import gen_encoder_output_proposals
+from skinformer.modeling.transformer_decoder.simaskformer_decoder import original_implementation_items
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DIM, Q, L = 32, 8, 2
@@ -29,6 +30,18 @@ def _decoder(**kw):
                 dec_layers=L, n_points=4, mask_dim=DIM, dn_num=6)
     args.update(kw)
     return SiMaskFormerDecoder(**args)
+
+
+def _original_flags(dec):
+    """Each original-implementation item as the module that honours it holds it."""
+    flags = {"D1": dec.emit_mask_two_deltas, "D4/D21": dec.original_box_convention, "D22": dec.select_invalid_tokens,
+             "D3": all(layer.cross_attn.multiplicative_gate for layer in dec.layers)}
+    if dec.denoiser is not None:
+        flags["D8"] = dec.denoiser.original_mask_noise
+        flags["D4/D21 DN"] = dec.denoiser.original_box_convention
+    if dec.mask_embedding is not None:
+        flags["D23"] = dec.mask_embedding.column_first
+    return flags
 
 
 def _inputs(b, seed=0):
@@ -149,7 +162,7 @@ class _FixedCost(nn.Module):
 def test_uome_selects_the_lowest_cost_valid_tokens(quirks):
     torch.manual_seed(0)
     # Proposal side 0.3: the 1/32 level (memory level 2, side 1.2) is invalid.
-    dec = _decoder(proposal_box_size=0.3, quirks=quirks).eval()
+    dec = _decoder(proposal_box_size=0.3, **original_implementation_items(quirks)).eval()
     shapes = LEVEL_SHAPES[::-1]
     _, valid = gen_encoder_output_proposals(shapes, 0.3, "cpu")
     s = valid.numel()
@@ -236,7 +249,7 @@ def _mask_embed_outputs(dec):
 @pytest.mark.parametrize("grad", [True, False])
 def test_emitted_mask_is_reference_plus_delta(quirks, grad):
     torch.manual_seed(0)
-    dec = _decoder(quirks=quirks, dec_layers=3).eval()
+    dec = _decoder(dec_layers=3, **original_implementation_items(quirks)).eval()
     seen = _mask_embed_outputs(dec)
     tgt, refbox, refmask, memory, shapes, start, mf = _state(2, 5)
     with torch.set_grad_enabled(grad):
@@ -314,9 +327,9 @@ def test_boundary_band_embedding():
         logits[0, 0, y, x] = 0.3  # sigmoid 0.57: inside (0.25, 0.75)
     logits[0, 0, 5, 5] = 1.2  # sigmoid 0.77: outside
     for quirks in (False, True):
-        table = per_pixel_sine_table(h, w, 16, quirks=quirks)
+        table = per_pixel_sine_table(h, w, 16, column_first=quirks)
         expected = torch.stack([table[y * w + x] for y, x in band_pixels]).mean(0)
-        got = SumSinusoidalMaskEmbedding(16, quirks=quirks)(logits)[0, 0]
+        got = SumSinusoidalMaskEmbedding(16, column_first=quirks)(logits)[0, 0]
         assert torch.allclose(got, expected, atol=1e-5)
     # Row part first (matches the [y | x] centre embedding); the original implementation puts the column first.
     table = per_pixel_sine_table(h, w, 16)
@@ -334,7 +347,7 @@ def test_boundary_band_embedding():
 @pytest.mark.parametrize("quirks", [False, True])
 def test_initial_prediction_box_from_the_interm_mask(quirks):
     torch.manual_seed(0)
-    dec = _decoder(quirks=quirks).eval()
+    dec = _decoder(**original_implementation_items(quirks)).eval()
     feats, mf = _inputs(2)
     with torch.no_grad():
         out = dec(feats, mf)
@@ -383,13 +396,13 @@ def test_from_config_and_switch_keys():
     cfg.MODEL.SIMASKFORMER.TRANSFORMER_DECODER_NAME = "SiMaskFormerDecoder"
     dec = build_transformer_decoder(cfg, DIM, True, name=cfg.MODEL.SIMASKFORMER.TRANSFORMER_DECODER_NAME)
     assert isinstance(dec, SiMaskFormerDecoder)
-    assert dec.uome and dec.amr and not dec.quirks and dec.centre_from_mask_box
+    assert dec.uome and dec.amr and not any(_original_flags(dec).values()) and dec.centre_from_mask_box
     assert dec.class_embed.out_features == 2 and len(dec.layers) == L
     cfg.MODEL.SIMASKFORMER.UOME = False
     cfg.MODEL.SIMASKFORMER.AMR = False
     cfg.MODEL.SIMASKFORMER.ORIGINAL_QUIRKS = True
     dec = SiMaskFormerDecoder(cfg, DIM, True)
-    assert not dec.uome and not dec.amr and dec.quirks and dec.denoiser.quirks
+    assert not dec.uome and not dec.amr and all(_original_flags(dec).values()) and dec.denoiser.original_mask_noise
     out = dec.train()(*_inputs(2), _targets([1, 1], num_classes=1))
     assert out["pred_logits"].shape == (2, Q, 2)
 

@@ -4,6 +4,8 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 
+from skinformer.config import rotation_once_per_run
+
 from .augmentation import Augmentation
 from .augmentation_impl import (
     ColorAugSSD,
@@ -162,16 +164,15 @@ def build_seed_photometric_augmentation(cfg) -> List[Augmentation]:
 
 def _build_rotation(cfg, ignore: int) -> List[Augmentation]:
     """Rotation with probability ``INPUT.ROTATION.PROB`` decided per sample, or — with
-    ``INPUT.ROTATION.ONCE_PER_RUN`` (the original SiMaskFormer's behaviour, difference D2 in ``docs/simaskformer.md``) — decided
-    once when the mapper is built, so a whole run either always or never rotates."""
+    :func:`~skinformer.config.rotation_once_per_run` (``INPUT.ROTATION.ONCE_PER_RUN``, the original
+    SiMaskFormer's behaviour, difference D2 in ``docs/simaskformer.md``) — decided once when the
+    mapper is built, so a whole run either always or never rotates."""
     inp = cfg.INPUT
     prob = inp.ROTATION.PROB
     if prob <= 0:
         return []
-    # MODEL.SIMASKFORMER.ORIGINAL_QUIRKS promises the original's behaviour end to end, and the
-    # once-per-run rotation (original-implementation difference D2) lives in its data pipeline, so it is honoured here too.
-    quirks = cfg.MODEL.META_ARCHITECTURE == "SiMaskFormer" and cfg.MODEL.SIMASKFORMER.get("ORIGINAL_QUIRKS", False)
-    if inp.ROTATION.ONCE_PER_RUN or quirks:
+    # D2; also implied by SiMaskFormer's ORIGINAL_QUIRKS, which the config layer resolves
+    if rotation_once_per_run(cfg):
         rng = np.random.default_rng(None if cfg.SEED < 0 else cfg.SEED)
         prob = 1.0 if rng.random() < prob else 0.0
         logging.getLogger(__name__).info(

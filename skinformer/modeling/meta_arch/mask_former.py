@@ -33,7 +33,7 @@ from skinformer.config import configurable
 from skinformer.structures import Boxes, ImageList, Instances, box_cxcywh_to_xyxy, box_xyxy_to_cxcywh, masks_to_boxes
 
 from ..backbone import Backbone, build_backbone, resolve_pixel_normalization
-from ..criterion import SetCriterion, build_weight_dict
+from ..criterion import MASK_SAMPLINGS, SetCriterion, build_weight_dict
 from ..losses import resolve_class_weights
 from ..matcher import HungarianMatcher
 from ..pixel_auxiliary_loss import PixelAuxiliaryLoss
@@ -122,11 +122,14 @@ class MaskFormer(nn.Module):
         opts = cls.family_options(node)
         class_loss = "ce" if node.SEMANTIC_CE_LOSS else "focal"
         box = bool(node.BOX_LOSS)
+        if node.MASK_LOSS_SAMPLING not in MASK_SAMPLINGS:
+            raise ValueError(f"MODEL.{cls.CONFIG_NODE}.MASK_LOSS_SAMPLING is {node.MASK_LOSS_SAMPLING!r}; "
+                             f"expected one of {MASK_SAMPLINGS}")
         matcher = HungarianMatcher(
             cost_class=node.COST_CLASS_WEIGHT, cost_mask=node.COST_MASK_WEIGHT, cost_dice=node.COST_DICE_WEIGHT,
             cost_box=node.COST_BOX_WEIGHT if box else 0.0, cost_giou=node.COST_GIOU_WEIGHT if box else 0.0,
             num_points=node.TRAIN_NUM_POINTS, class_loss=class_loss, class_cost_type=node.CLASS_COST_TYPE,
-            focal_alpha=node.FOCAL_ALPHA, focal_gamma=node.FOCAL_GAMMA,
+            focal_alpha=node.FOCAL_ALPHA, focal_gamma=node.FOCAL_GAMMA, mask_sampling=node.MASK_LOSS_SAMPLING,
         )
         num_aux = opts["num_aux"] if node.DEEP_SUPERVISION else 0
         weight_dict = build_weight_dict(
@@ -142,7 +145,7 @@ class MaskFormer(nn.Module):
             focal_alpha=node.FOCAL_ALPHA, focal_gamma=node.FOCAL_GAMMA, deep_supervision=node.DEEP_SUPERVISION,
             single_matching=node.SML, dn_enabled=opts["dn"] is not None,
             dn_losses=opts["dn"], proposal_empty_gt=node.get("PROPOSAL_EMPTY_GT", "exclude"),
-            class_weights=resolve_class_weights(cfg),
+            class_weights=resolve_class_weights(cfg), mask_sampling=node.MASK_LOSS_SAMPLING,
         )
 
     @classmethod

@@ -11,7 +11,8 @@ padding (content 0, box and mask logits 0). Each copy gets
   mask-feature resolution; its reference is the inverse sigmoid of the noised mask;
 * box = tight box of (noised mask > 0): box noise comes only through the mask.
 
-Corrected defaults vs. the original implementation (``quirks=True`` reproduces it, difference D8): the translation
+Corrected defaults vs. the original implementation (``original_mask_noise=True`` reproduces it, difference D8): the
+translation
 is in pixels with a symmetric sign (the original implementation puts pixel offsets into the normalised [-1, 1] affine
 matrix, so they are halved and point the other way, and only non-negative offsets are drawn),
 rotation and scaling are about the object's centre in pixel space (the original implementation: about the image
@@ -45,7 +46,7 @@ __all__ = [
 
 # Logit clamp of the DN mask references: corrected float32 (±11.5), original implementation 1e-11 then float16 (±25.3).
 _DN_MASK_EPS = 1e-5
-_DN_MASK_EPS_SEED = 1e-11
+_DN_MASK_EPS_ORIGINAL = 1e-11
 
 
 @dataclass
@@ -87,14 +88,14 @@ def dn_attention_mask(num_groups: int, single_pad: int, num_queries: int, device
     return mask
 
 
-def _sample_grid_base(out_size: Tuple[int, int], in_size: Tuple[int, int], quirks: bool, device) -> torch.Tensor:
+def _sample_grid_base(out_size: Tuple[int, int], in_size: Tuple[int, int], original: bool, device) -> torch.Tensor:
     """``h×w×3`` homogeneous normalised (x, y, 1) coordinates where the warped mask is sampled.
 
     Corrected: the low-resolution pixel centres. Original implementation: the full-resolution pixel centres that
     ``F.interpolate(mode="nearest")`` picks (source index floor(i·in/out)) after a full-resolution warp.
     """
     (h, w), (hp, wp) = out_size, in_size
-    if quirks:
+    if original:
         ys = torch.floor(torch.arange(h, device=device, dtype=torch.float64) * (hp / h))
         xs = torch.floor(torch.arange(w, device=device, dtype=torch.float64) * (wp / w))
         yn = ((2 * ys + 1) / hp - 1).float()
@@ -107,7 +108,7 @@ def _sample_grid_base(out_size: Tuple[int, int], in_size: Tuple[int, int], quirk
 
 
 def random_affine_mask_noise(masks: torch.Tensor, boxes: torch.Tensor, noise_scale: float,
-                             out_size: Tuple[int, int], num_copies: int = 1, quirks: bool = False,
+                             out_size: Tuple[int, int], num_copies: int = 1, original_mask_noise: bool = False,
                              generator: Optional[torch.Generator] = None) -> torch.Tensor:
     """Randomly warped copies of GT masks.
 
@@ -117,6 +118,7 @@ def random_affine_mask_noise(masks: torch.Tensor, boxes: torch.Tensor, noise_sca
         noise_scale: ns (0 = identity warp).
         out_size: (h, w) of the result (the mask-feature resolution).
         num_copies: independent noised copies per mask (the DN groups).
+        original_mask_noise: the original implementation's warp (D8, see the module docstring).
         generator: optional RNG (tests); the global RNG otherwise.
     Returns:
         ``num_copies×T×h×w`` in [0, 1]: copy g of mask t at ``[g, t]``.
@@ -135,7 +137,7 @@ def random_affine_mask_noise(masks: torch.Tensor, boxes: torch.Tensor, noise_sca
     angle = (u[:, 0] * 90.0 - 45.0) * ns * (math.pi / 180.0)
     scale = 1.0 - ns / 2 + u[:, 1] * ns
     cos, sin = torch.cos(angle), torch.sin(angle)
-    if quirks:
+    if original_mask_noise:
         off_x = u[:, 2] * (bw / 2 * ns)
         off_y = u[:, 3] * (bh / 2 * ns)
         theta = torch.stack([
@@ -155,7 +157,7 @@ def random_affine_mask_noise(masks: torch.Tensor, boxes: torch.Tensor, noise_sca
         shift = torch.stack([off_x, off_y], dim=-1)
         trans = (torch.einsum("nij,nj->ni", inv_a, p - c - shift) + c - p) / p
         theta = torch.cat([lin, trans[:, :, None]], dim=2)
-    base = _sample_grid_base((h, w), (hp, wp), quirks, device)  # h×w×3
+    base = _sample_grid_base((h, w), (hp, wp), original_mask_noise, device)  # h×w×3
     grid = torch.einsum("hwk,nik->nhwi", base, theta)  # n×h×w×2 (x, y)
     # Copies of one mask are stacked along the grid's height so every GT is read once (no
     # materialised num_copies×T×Hp×Wp input).
@@ -174,16 +176,20 @@ class MaskDenoiser(nn.Module):
         hidden_dim: query width.
         dn_num: DN query budget; groups = dn_num // max #GT.
         noise_scale: ns of the label and mask noise.
-        quirks: reproduce the original implementation's mask noise (see the module docstring).
+        original_mask_noise: the original implementation's mask noise and float16 mask logits (D8, see the
+            module docstring).
+        original_box_convention: the original implementation's box of the noised mask (D4, D21; see
+            :func:`~.mask_boxes.mask_boxes_cxcywh`).
     """
 
     def __init__(self, num_classes: int, hidden_dim: int, dn_num: int = 100, noise_scale: float = 0.4,
-                 quirks: bool = False):
+                 original_mask_noise: bool = False, original_box_convention: bool = False):
         super().__init__()
         self.num_classes = num_classes
         self.dn_num = dn_num
         self.noise_scale = noise_scale
-        self.quirks = quirks
+        self.original_mask_noise = original_mask_noise
+        self.original_box_convention = original_box_convention
         self.label_enc = nn.Embedding(num_classes, hidden_dim)
 
     def forward(self, targets: Sequence[Dict[str, torch.Tensor]], num_queries: int, mask_size: Tuple[int, int],
@@ -228,12 +234,12 @@ class MaskDenoiser(nn.Module):
 
         # Mask noise, and the box of the noised mask.
         noised_masks = random_affine_mask_noise(masks.float(), boxes, self.noise_scale, (h, w), groups,
-                                                self.quirks, generator).reshape(groups * num_gt, h, w)
-        if self.quirks:
-            mask_logits = inverse_sigmoid(noised_masks, _DN_MASK_EPS_SEED).half().float()
+                                                self.original_mask_noise, generator).reshape(groups * num_gt, h, w)
+        if self.original_mask_noise:
+            mask_logits = inverse_sigmoid(noised_masks, _DN_MASK_EPS_ORIGINAL).half().float()
         else:
             mask_logits = inverse_sigmoid(noised_masks, _DN_MASK_EPS)
-        box_logits = inverse_sigmoid(mask_boxes_cxcywh(noised_masks > 0, self.quirks))
+        box_logits = inverse_sigmoid(mask_boxes_cxcywh(noised_masks > 0, self.original_box_convention))
 
         # Scatter into the padded B×D slots: image b, slot g*m + i.
         rows = img_idx.repeat(groups)

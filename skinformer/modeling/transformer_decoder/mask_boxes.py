@@ -4,7 +4,7 @@ SiMaskFormer derives boxes from mask logits in three places: the initial query b
 (``INITIALIZE_BOX_TYPE``), the box the mask-guided cross-attention samples in (and the query
 centre of binary semantic models), and the denoising box of a noised GT mask. The original implementation uses two
 conventions with a half-pixel disagreement and degenerate boxes for empty masks
-(``docs/simaskformer.md``, differences D4, D21); ``quirks=True`` reproduces them.
+(``docs/simaskformer.md``, differences D4, D21); ``original_convention=True`` reproduces them.
 
 All functions are vectorised over any leading dimensions: masks ``...×H×W`` (bool) ->
 boxes ``...×4`` (cx, cy, w, h) normalised by (W, H, W, H). Masks may also be given as float logits
@@ -62,40 +62,42 @@ def _whole_image_where_empty(boxes: torch.Tensor, nonempty: torch.Tensor) -> tor
     return torch.where(nonempty[..., None], boxes, whole)
 
 
-def mask_boxes_cxcywh(masks: torch.Tensor, quirks: bool = False) -> torch.Tensor:
+def mask_boxes_cxcywh(masks: torch.Tensor, original_convention: bool = False) -> torch.Tensor:
     """Tight box of each mask (the sampling box of mask-guided attention, the DN box).
 
     Corrected: pixel-edge convention, cx = (x0 + x1 + 1) / 2 / W, w = (x1 - x0 + 1) / W, and the
-    whole image for an empty mask. ``quirks``: the original implementation's ``get_bounding_boxes``,
+    whole image for an empty mask. ``original_convention`` (D21, D4): the original implementation's
+    ``get_bounding_boxes``,
     cx = (x0 + x1) / 2 / W (half a pixel left of the edge convention) and, for an empty mask,
     cx = cy = 0.5 with w = -(W - 1) / W, h = -(H - 1) / H (negative: a mirrored sampling pattern).
     """
     h, w = masks.shape[-2:]
     x0, y0, x1, y1, nonempty = mask_extents(masks)
-    off = 0.0 if quirks else 1.0
+    off = 0.0 if original_convention else 1.0
     boxes = torch.stack([(x0 + x1 + off) / (2 * w), (y0 + y1 + off) / (2 * h),
                          (x1 - x0 + 1) / w, (y1 - y0 + 1) / h], dim=-1)
-    return boxes if quirks else _whole_image_where_empty(boxes, nonempty)
+    return boxes if original_convention else _whole_image_where_empty(boxes, nonempty)
 
 
-def bitmask_boxes_cxcywh(masks: torch.Tensor, quirks: bool = False) -> torch.Tensor:
+def bitmask_boxes_cxcywh(masks: torch.Tensor, original_convention: bool = False) -> torch.Tensor:
     """``BitMasks.get_bounding_boxes`` ([x0, y0, x1+1, y1+1]) as normalised cxcywh.
 
-    Empty masks: the whole image; ``quirks``: all zeros (logit -11.5 after inverse_sigmoid).
+    Empty masks: the whole image; ``original_convention`` (D4): all zeros (logit -11.5 after inverse_sigmoid).
     """
     h, w = masks.shape[-2:]
     x0, y0, x1, y1, nonempty = mask_extents(masks)
     boxes = torch.stack([(x0 + x1 + 1) / (2 * w), (y0 + y1 + 1) / (2 * h),
                          (x1 + 1 - x0) / w, (y1 + 1 - y0) / h], dim=-1)
-    if quirks:
+    if original_convention:
         return torch.where(nonempty[..., None], boxes, torch.zeros_like(boxes))
     return _whole_image_where_empty(boxes, nonempty)
 
 
-def mask2box_boxes_cxcywh(masks: torch.Tensor, quirks: bool = False) -> torch.Tensor:
+def mask2box_boxes_cxcywh(masks: torch.Tensor, original_convention: bool = False) -> torch.Tensor:
     """MaskDINO's ``masks_to_boxes`` ([x0, y0, x1, y1] inclusive indices) as normalised cxcywh.
 
-    Empty masks get the whole image in both modes (MaskDINO's value there is undefined).
+    Empty masks get the whole image under either convention (MaskDINO's value there is undefined);
+    ``original_convention`` is accepted so every :data:`MASK_BOX_INIT` entry is called alike.
     """
     h, w = masks.shape[-2:]
     x0, y0, x1, y1, nonempty = mask_extents(masks)

@@ -7,15 +7,15 @@ query centre, becomes the positional query.
 * ``"SumSinusoidalMask"`` (:class:`SumSinusoidalMaskEmbedding`, no parameters): the mean of a
   fixed per-pixel sine table over the boundary band 0.25 < sigmoid(R) < 0.75 (zero when the band
   is empty). The table entry of pixel (i, j) is ``[sine(i / (H-1)) | sine(j / (W-1))]``
-  (row / y first, like the centre embedding ``[y | x]``; the seed puts the column first,
-  reproduced with ``quirks=True``). Because the table is a concatenation of a row table and a
+  (row / y first, like the centre embedding ``[y | x]``; the original implementation puts the column
+  first, difference D23, reproduced with ``column_first=True``). Because the table is a concatenation of a row table and a
   column table, its band mean equals the band's per-row counts times the row table plus its
   per-column counts times the column table, over the band size — computed that way, exactly, with
   O(H + W) table memory instead of a dense ``HW×256`` product.
 * ``"MaskSimpleCNN"`` (:class:`LightMaskEncoder`): four 3×3 stride-2 convs (1→32→64→128→256) with
   BatchNorm + ReLU on sigmoid(R), global average pooling, Linear(256, hidden_dim).
   Note: in training mode its BatchNorm statistics mix all queries of the batch (DN and matching),
-  as in the seed.
+  as in the original implementation.
 
 Both are built by :func:`build_mask_embedding` from the name; both are called as
 ``forward(mask_logits, tables)`` where ``tables = module.prepare(h, w, device, dtype)`` is computed
@@ -49,18 +49,18 @@ def boundary_band(mask_logits: torch.Tensor) -> torch.Tensor:
 
 
 def _axis_table(n: int, num_feats: int, device, dtype) -> torch.Tensor:
-    """``n×num_feats`` sine embedding of the coordinates linspace(0, 1, n) (inclusive, as the seed)."""
+    """``n×num_feats`` sine embedding of the coordinates linspace(0, 1, n) (inclusive, as the original implementation)."""
     coord = torch.arange(n, device=device, dtype=torch.float32) / max(n - 1, 1)
     # gen_sineembed_for_position returns [y | x]; feed the coordinate as y and keep that half.
     return gen_sineembed_for_position(torch.stack([coord, coord], dim=-1), num_feats)[:, :num_feats].to(dtype)
 
 
-def per_pixel_sine_table(h: int, w: int, num_feats: int = 128, quirks: bool = False,
+def per_pixel_sine_table(h: int, w: int, num_feats: int = 128, column_first: bool = False,
                          device=None, dtype=torch.float32) -> torch.Tensor:
     """The dense ``(H·W)×(2·num_feats)`` per-pixel table (row-major pixels), for reference / tests."""
     rows = _axis_table(h, num_feats, device, dtype)[:, None, :].expand(h, w, num_feats)
     cols = _axis_table(w, num_feats, device, dtype)[None, :, :].expand(h, w, num_feats)
-    parts = (cols, rows) if quirks else (rows, cols)
+    parts = (cols, rows) if column_first else (rows, cols)
     return torch.cat(parts, dim=-1).reshape(h * w, 2 * num_feats)
 
 
@@ -69,13 +69,14 @@ class SumSinusoidalMaskEmbedding(nn.Module):
 
     Args:
         num_feats: sine features per axis (hidden_dim / 2).
-        quirks: put the column part first (seed order) instead of the row part.
+        column_first: put the column part first (the original implementation's order, D23) instead of
+            the row part.
     """
 
-    def __init__(self, num_feats: int = 128, quirks: bool = False):
+    def __init__(self, num_feats: int = 128, column_first: bool = False):
         super().__init__()
         self.num_feats = num_feats
-        self.quirks = quirks
+        self.column_first = column_first
 
     @property
     def out_dim(self) -> int:
@@ -104,15 +105,15 @@ class SumSinusoidalMaskEmbedding(nn.Module):
             total = row_counts.sum(dim=-1, keepdim=True)
             row_part = row_counts @ row_table.float()  # B×N×F
             col_part = col_counts @ col_table.float()
-            parts = (col_part, row_part) if self.quirks else (row_part, col_part)
-            # + 1e-6 as the seed: an empty band gives an all-zero embedding.
+            parts = (col_part, row_part) if self.column_first else (row_part, col_part)
+            # + 1e-6 as the original implementation: an empty band gives an all-zero embedding.
             return (torch.cat(parts, dim=-1) / (total + 1e-6)).to(out_dtype)
 
 
 class LightMaskEncoder(nn.Module):
     """Small CNN on mask probabilities: ``B×N×H×W`` logits -> ``B×N×out_dim``."""
 
-    def __init__(self, out_dim: int = 256, quirks: bool = False):
+    def __init__(self, out_dim: int = 256):
         super().__init__()
         chans = [1, 32, 64, 128, 256]
         layers = []
@@ -141,14 +142,15 @@ class LightMaskEncoder(nn.Module):
         return self.proj(x).reshape(*lead, -1)
 
 
-# TYPE_MASK_EMBED -> constructor(hidden_dim, quirks).
+# TYPE_MASK_EMBED -> constructor(hidden_dim, column_first); only the sine table has a column order.
 MASK_EMBEDDINGS = {
-    "SumSinusoidalMask": lambda hidden_dim, quirks: SumSinusoidalMaskEmbedding(hidden_dim // 2, quirks),
-    "MaskSimpleCNN": lambda hidden_dim, quirks: LightMaskEncoder(hidden_dim, quirks),
+    "SumSinusoidalMask": lambda hidden_dim, column_first: SumSinusoidalMaskEmbedding(hidden_dim // 2, column_first),
+    "MaskSimpleCNN": lambda hidden_dim, column_first: LightMaskEncoder(hidden_dim),
 }
 
 
-def build_mask_embedding(name: str, hidden_dim: int, quirks: bool = False) -> nn.Module:
+def build_mask_embedding(name: str, hidden_dim: int, column_first_sine_table: bool = False) -> nn.Module:
+    """The ``TYPE_MASK_EMBED`` module; ``column_first_sine_table`` (D23) applies to "SumSinusoidalMask" only."""
     if name not in MASK_EMBEDDINGS:
         raise ValueError(
             f"MODEL.SIMASKFORMER.TYPE_MASK_EMBED: unknown mask embedding '{name}', "
@@ -156,4 +158,4 @@ def build_mask_embedding(name: str, hidden_dim: int, quirks: bool = False) -> nn
         )
     if hidden_dim % 2:
         raise ValueError(f"MODEL.SIMASKFORMER.HIDDEN_DIM must be even for the sine embeddings, got {hidden_dim}")
-    return MASK_EMBEDDINGS[name](hidden_dim, quirks)
+    return MASK_EMBEDDINGS[name](hidden_dim, column_first_sine_table)

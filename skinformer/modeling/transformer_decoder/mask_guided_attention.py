@@ -10,7 +10,8 @@ attention logits follow each query's current mask reference ``m = (R > 0)`` at 1
   levels and points). Corrected gating: the logits of points outside the mask are set to −inf
   before the softmax, so they get exactly zero weight; a (query, head) row whose points are all
   outside stays ungated (uniform-by-logit instead of NaN). Points outside the image count as
-  outside. ``quirks=True`` reproduces the original implementation (difference D3): logits are *multiplied* by inside ∈ {0, 1}
+  outside. ``multiplicative_gate=True`` reproduces the original implementation (difference D3): logits are
+  *multiplied* by inside ∈ {0, 1}
   (outside points keep logit 0, they are only down-weighted) and the pixel index is truncated
   and clamped, so points outside the image inherit the border pixel.
 * ``"bbox"``: every point samples inside the predicted box sigmoid(b); no gating.
@@ -27,14 +28,15 @@ from skinformer.layers import MSDeformAttn, multi_scale_deformable_attn
 __all__ = ["MaskGuidedDeformableAttention", "nearest_pixel_inside", "gate_attention_logits", "SAMPLING_TYPES"]
 
 
-def nearest_pixel_inside(mask: torch.Tensor, locations: torch.Tensor, quirks: bool = False) -> torch.Tensor:
+def nearest_pixel_inside(mask: torch.Tensor, locations: torch.Tensor, truncate: bool = False) -> torch.Tensor:
     """Whether each sampling location falls on a foreground pixel of its query's mask.
 
     Args:
         mask: ``B×Nq×H×W`` bool, or float logits R (foreground = R > 0; read at the gathered
             pixels only, no full-resolution bool temporary).
         locations: ``B×Nq×...×2`` normalised (x, y) in [0, 1] (e.g. ``B×Nq×M×L×P×2``).
-        quirks: original-implementation lookup (truncate toward zero and clamp into the image).
+        truncate: the original implementation's lookup (D3): truncate toward zero and clamp into the
+            image, so locations outside the image read the border pixel.
     Returns:
         ``B×Nq×...`` bool.
     """
@@ -42,7 +44,7 @@ def nearest_pixel_inside(mask: torch.Tensor, locations: torch.Tensor, quirks: bo
     lead = locations.shape[:-1]
     x = locations[..., 0] * w
     y = locations[..., 1] * h
-    if quirks:
+    if truncate:
         xi = x.trunc().long().clamp(0, w - 1)
         yi = y.trunc().long().clamp(0, h - 1)
         in_image = None
@@ -59,16 +61,17 @@ def nearest_pixel_inside(mask: torch.Tensor, locations: torch.Tensor, quirks: bo
 
 
 def gate_attention_logits(logits: torch.Tensor, inside: torch.Tensor, gated: Optional[torch.Tensor] = None,
-                          quirks: bool = False) -> torch.Tensor:
+                          multiply: bool = False) -> torch.Tensor:
     """Apply the mask gate to ``N×Lq×M×K`` attention logits (K = levels·points) before the softmax.
 
     Args:
         inside: ``N×Lq×M×K`` bool, location on the mask.
         gated: optional ``K`` bool, which points are gated at all (None = all).
+        multiply: the original implementation's gate (D3): logits × inside, outside points keep logit 0.
     """
     if gated is not None:
         inside = inside | ~gated
-    if quirks:
+    if multiply:
         return logits * inside.to(logits.dtype)
     # Leave rows with no point inside ungated: an all −inf softmax would be NaN.
     blocked = ~inside & inside.any(dim=-1, keepdim=True)
@@ -81,11 +84,12 @@ class MaskGuidedDeformableAttention(nn.Module):
     Args:
         d_model, n_levels, n_heads, n_points: as :class:`MSDeformAttn`.
         sampling: "mask" | "bbox" | "both" (see the module docstring).
-        quirks: the original implementation's gating (difference D3).
+        multiplicative_gate: the original implementation's gating (difference D3): multiplied logits
+            and the truncating pixel lookup.
     """
 
     def __init__(self, d_model: int = 256, n_levels: int = 3, n_heads: int = 8, n_points: int = 8,
-                 sampling: str = "mask", quirks: bool = False):
+                 sampling: str = "mask", multiplicative_gate: bool = False):
         super().__init__()
         if sampling not in SAMPLING_TYPES:
             raise ValueError(
@@ -98,7 +102,7 @@ class MaskGuidedDeformableAttention(nn.Module):
         self.n_levels = n_levels
         self.n_points = n_points
         self.sampling = sampling
-        self.quirks = quirks
+        self.multiplicative_gate = multiplicative_gate
 
     def _reset_parameters(self) -> None:
         reset = getattr(self.attn, "_reset_parameters", None) or getattr(self.attn, "reset_parameters", None)
@@ -106,11 +110,11 @@ class MaskGuidedDeformableAttention(nn.Module):
             reset()
 
     def _mask_gate(self, mask: torch.Tensor, gated: Optional[torch.Tensor] = None) -> Callable:
-        quirks = self.quirks
+        original = self.multiplicative_gate
 
         def fn(logits: torch.Tensor, sampling_locations: torch.Tensor) -> torch.Tensor:
-            inside = nearest_pixel_inside(mask, sampling_locations, quirks)  # N×Lq×M×L×P
-            return gate_attention_logits(logits, inside.flatten(-2), gated, quirks)
+            inside = nearest_pixel_inside(mask, sampling_locations, truncate=original)  # N×Lq×M×L×P
+            return gate_attention_logits(logits, inside.flatten(-2), gated, multiply=original)
 
         return fn
 

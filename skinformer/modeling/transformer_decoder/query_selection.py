@@ -8,7 +8,7 @@ The K = Q queries are the tokens
 * with the highest interm class score (UOME off: MaskDINO's ranking; in CE mode the highest
   foreground softmax probability, in focal mode the highest logit).
 
-Corrected default: invalid tokens are never preferred over valid ones; ``quirks=True`` ranks them
+Corrected default: invalid tokens are never preferred over valid ones; ``include_invalid=True`` ranks them
 like any other token, as the original implementation (difference D22).
 """
 import math
@@ -69,22 +69,22 @@ def gen_encoder_output_proposals(spatial_shapes: Sequence[Tuple[int, int]], box_
     return unsig.to(dtype), valid
 
 
-def rank_by_cost(costs: torch.Tensor, class_logits_fn, valid: torch.Tensor, k: int, quirks: bool,
+def rank_by_cost(costs: torch.Tensor, class_logits_fn, valid: torch.Tensor, k: int, include_invalid: bool,
                  ce_mode: bool) -> torch.Tensor:
     """Indices (``B×k``) of the k tokens with the lowest predicted cost ``costs`` (``B×S``)."""
     key = costs.detach()
-    if not quirks:
+    if not include_invalid:  # D22
         key = key.masked_fill(~valid[None], math.inf)
     return torch.topk(key, k, dim=1, largest=False).indices
 
 
-def rank_by_class(costs, class_logits_fn, valid: torch.Tensor, k: int, quirks: bool,
+def rank_by_class(costs, class_logits_fn, valid: torch.Tensor, k: int, include_invalid: bool,
                   ce_mode: bool) -> torch.Tensor:
     """Indices (``B×k``) of the k tokens with the highest interm class score (MaskDINO)."""
     with torch.no_grad():
         logits = class_logits_fn()
         score = logits.softmax(-1)[..., :-1].amax(-1) if ce_mode else logits.amax(-1)
-    if not quirks:
+    if not include_invalid:  # D22
         score = score.masked_fill(~valid[None], -math.inf)
     return torch.topk(score, k, dim=1, largest=True).indices
 

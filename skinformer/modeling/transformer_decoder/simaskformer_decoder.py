@@ -30,11 +30,13 @@ predicted box (DINO; same MLP shape); (c) the cross-attention samples inside the
 without gating ("bbox", whatever ``TYPE_SAMPLING_LOCATIONS`` says) and no mask embedding module
 is built. Box refinement, two-stage selection, "bitmask" box initialisation and DN are unchanged.
 
-``quirks`` (ORIGINAL_QUIRKS) reproduces the original implementation's behaviour for difference D1 (mask R + 2Δm),
-#3 (gate multiplies logits by 0/1, truncating lookup), #4 / #21 (degenerate empty-mask boxes,
-half-pixel centres), #8 (DN mask-noise units, float16 DN masks), #22 (invalid tokens selectable)
-and the original implementation's column-first per-pixel sine table. Everything is vectorised over queries and
-pixels; loops run over feature levels, layers and (in DN) images only.
+The original implementation's behaviour is selected per difference (IDs of ``docs/simaskformer.md``), each by
+the argument of the module that honours it: ``emit_mask_two_deltas`` (D1, this decoder),
+``multiplicative_gate`` (D3, the cross-attention), ``original_box_convention`` (D4 / D21, the mask boxes
+here and in DN), ``original_mask_noise`` (D8, DN), ``select_invalid_tokens`` (D22, query selection) and
+``column_first_sine_table`` (D23, the mask embedding). ``MODEL.SIMASKFORMER.ORIGINAL_QUIRKS`` sets them all
+(:func:`original_implementation_items`, read by ``from_config``). Everything is vectorised over queries
+and pixels; loops run over feature levels, layers and (in DN) images only.
 """
 from typing import Dict, List, Optional, Sequence
 
@@ -52,7 +54,21 @@ from .mask_embedding import build_mask_embedding
 from .mask_guided_attention import SAMPLING_TYPES, MaskGuidedDeformableAttention
 from .query_selection import QUERY_RANKINGS, ProposalCostPredictor, c2_xavier_fill, gen_encoder_output_proposals
 
-__all__ = ["SiMaskFormerDecoder", "SiMaskFormerDecoderLayer"]
+__all__ = ["SiMaskFormerDecoder", "SiMaskFormerDecoderLayer", "original_implementation_items"]
+
+
+def original_implementation_items(enabled: bool) -> Dict[str, bool]:
+    """``MODEL.SIMASKFORMER.ORIGINAL_QUIRKS`` resolved into the decoder's named arguments: all True
+    reproduces the original implementation's decoder, all False is the corrected one."""
+    enabled = bool(enabled)
+    return {
+        "emit_mask_two_deltas": enabled,  # D1
+        "multiplicative_gate": enabled,  # D3
+        "original_box_convention": enabled,  # D4, D21
+        "original_mask_noise": enabled,  # D8
+        "select_invalid_tokens": enabled,  # D22
+        "column_first_sine_table": enabled,  # D23
+    }
 
 
 class SiMaskFormerDecoderLayer(nn.Module):
@@ -64,12 +80,13 @@ class SiMaskFormerDecoderLayer(nn.Module):
     """
 
     def __init__(self, d_model: int = 256, d_ffn: int = 2048, dropout: float = 0.0, n_levels: int = 3,
-                 n_heads: int = 8, n_points: int = 8, sampling: str = "mask", quirks: bool = False):
+                 n_heads: int = 8, n_points: int = 8, sampling: str = "mask", multiplicative_gate: bool = False):
         super().__init__()
         self.self_attn = nn.MultiheadAttention(d_model, n_heads, dropout=dropout, batch_first=True)
         self.dropout2 = nn.Dropout(dropout)
         self.norm2 = nn.LayerNorm(d_model)
-        self.cross_attn = MaskGuidedDeformableAttention(d_model, n_levels, n_heads, n_points, sampling, quirks)
+        self.cross_attn = MaskGuidedDeformableAttention(d_model, n_levels, n_heads, n_points, sampling,
+                                                        multiplicative_gate)
         self.dropout1 = nn.Dropout(dropout)
         self.norm1 = nn.LayerNorm(d_model)
         self.linear1 = nn.Linear(d_model, d_ffn)
@@ -150,8 +167,13 @@ class SiMaskFormerDecoder(nn.Module):
         centre_from_mask_box: Optional[bool] = None,
         uome: bool = True,
         amr: bool = True,
-        quirks: bool = False,
         proposal_box_size: float = 0.1,
+        emit_mask_two_deltas: bool = False,
+        multiplicative_gate: bool = False,
+        original_box_convention: bool = False,
+        original_mask_noise: bool = False,
+        select_invalid_tokens: bool = False,
+        column_first_sine_table: bool = False,
     ):
         """
         Args:
@@ -163,8 +185,13 @@ class SiMaskFormerDecoder(nn.Module):
                 sigmoid(box); default: True for binary semantic models (CE mode and K == 1), as the original implementation.
             uome: rank encoder tokens by the predicted matching cost (else by interm class score).
             amr: Adaptive Mask Refinement (see the module docstring for what "off" means).
-            quirks: reproduce the original implementation's decoder quirks (``docs/simaskformer.md``),
-                see the module docstring.
+            emit_mask_two_deltas: emit R + 2Δm per layer as the original implementation (D1).
+            multiplicative_gate: the original implementation's mask gate (D3), passed to the cross-attention.
+            original_box_convention: the original implementation's mask boxes (D4, D21), here and in DN.
+            original_mask_noise: the original implementation's DN mask noise (D8), passed to the denoiser.
+            select_invalid_tokens: two-stage selection may pick invalid (edge) tokens (D22).
+            column_first_sine_table: the original implementation's sine-table order (D23), passed to the
+                mask embedding.
             Other arguments mirror the MODEL.SIMASKFORMER keys.
         """
         super().__init__()
@@ -188,7 +215,9 @@ class SiMaskFormerDecoder(nn.Module):
             else centre_from_mask_box
         self.uome = uome
         self.amr = amr
-        self.quirks = quirks
+        self.emit_mask_two_deltas = emit_mask_two_deltas
+        self.original_box_convention = original_box_convention
+        self.select_invalid_tokens = select_invalid_tokens
         self.proposal_box_size = proposal_box_size
 
         # Input projections (identity when the widths already match).
@@ -216,7 +245,9 @@ class SiMaskFormerDecoder(nn.Module):
             nn.init.zeros_(self.query_box.weight)
 
         denoiser_cls = DENOISERS[dn]
-        self.denoiser = denoiser_cls(num_classes, hidden_dim, dn_num, dn_noise_scale, quirks) \
+        self.denoiser = denoiser_cls(num_classes, hidden_dim, dn_num, dn_noise_scale,
+                                     original_mask_noise=original_mask_noise,
+                                     original_box_convention=original_box_convention) \
             if denoiser_cls is not None else None
 
         self.class_embed = nn.Linear(hidden_dim, num_logits)
@@ -228,7 +259,7 @@ class SiMaskFormerDecoder(nn.Module):
         layer_sampling = sampling_locations if amr else "bbox"
         self.layers = nn.ModuleList(
             SiMaskFormerDecoderLayer(hidden_dim, dim_feedforward, dropout, num_feature_levels, nheads, n_points,
-                                     layer_sampling, quirks)
+                                     layer_sampling, multiplicative_gate)
             for _ in range(dec_layers)
         )
         self.ref_mask_head = MLP(2 * hidden_dim, hidden_dim, hidden_dim, 2)
@@ -240,7 +271,8 @@ class SiMaskFormerDecoder(nn.Module):
         for layer in self.layers:
             layer.cross_attn._reset_parameters()
         # Built after the xavier pass so the CNN keeps its kaiming init (the original overwrote it, D15).
-        self.mask_embedding = build_mask_embedding(mask_embed_type, hidden_dim, quirks) if amr else None
+        self.mask_embedding = build_mask_embedding(mask_embed_type, hidden_dim, column_first_sine_table) \
+            if amr else None
         if self.mask_embedding is not None and self.mask_embedding.out_dim != hidden_dim:
             raise ValueError(f"mask embedding width {self.mask_embedding.out_dim} != HIDDEN_DIM {hidden_dim}")
 
@@ -273,8 +305,9 @@ class SiMaskFormerDecoder(nn.Module):
             "semantic_ce_loss": sim.SEMANTIC_CE_LOSS,
             "uome": sim.UOME,
             "amr": sim.AMR,
-            "quirks": sim.ORIGINAL_QUIRKS,
             "proposal_box_size": sim.PROPOSAL_BOX_SCALE,
+            # the one switch, resolved here into the items each module honours
+            **original_implementation_items(sim.ORIGINAL_QUIRKS),
         }
 
     # ------------------------------------------------------------------------------------------
@@ -310,7 +343,7 @@ class SiMaskFormerDecoder(nn.Module):
         output_memory = self.enc_output_norm(self.enc_output(memory))
         costs = self.proposal_head(output_memory) if self.uome else None
         index = QUERY_RANKINGS[self.uome](costs, lambda: self.intern_class_embed(output_memory), valid,
-                                          self.num_queries, self.quirks, self.semantic_ce_loss)
+                                          self.num_queries, self.select_invalid_tokens, self.semantic_ce_loss)
         tgt_undetach = output_memory.gather(1, index[..., None].expand(-1, -1, dim))
         interm_class = self.intern_class_embed(tgt_undetach)
         interm_box = self.intern_box_embed(tgt_undetach) + proposals[index]
@@ -324,7 +357,7 @@ class SiMaskFormerDecoder(nn.Module):
             refbox = interm_box.detach()
         else:
             # Logits in, foreground = logit > 0 (no H×W bool temporary).
-            refbox = inverse_sigmoid(box_init(refmask, self.quirks)).to(refmask.dtype)
+            refbox = inverse_sigmoid(box_init(refmask, self.original_box_convention)).to(refmask.dtype)
         return tgt_undetach.detach(), refbox, refmask, interm, proposal_cost
 
     def _learned_queries(self, bsz, mask_features):
@@ -365,7 +398,7 @@ class SiMaskFormerDecoder(nn.Module):
                 # The logits themselves serve as the mask (foreground = R > 0): the box and the
                 # gate threshold them where they read, without an H×W bool temporary.
                 mask = mask_ref
-                mask_boxes = mask_boxes_cxcywh(mask_ref, self.quirks).to(pred_boxes.dtype)
+                mask_boxes = mask_boxes_cxcywh(mask_ref, self.original_box_convention).to(pred_boxes.dtype)
                 centre = mask_boxes[..., :2] if self.centre_from_mask_box else pred_boxes[..., :2]
                 pos_in = torch.cat([self.mask_embedding(mask_ref, tables),
                                     gen_sineembed_for_position(centre, num_feats)], dim=-1)
@@ -384,12 +417,12 @@ class SiMaskFormerDecoder(nn.Module):
 
             mask_emb = self.mask_embed(hs)
             if self.amr:
-                if torch.is_grad_enabled() or self.quirks:
+                if torch.is_grad_enabled() or self.emit_mask_two_deltas:
                     delta_mask = torch.einsum("bqc,bchw->bqhw", mask_emb, mask_features)
                     new_mask = mask_ref + delta_mask
                     # The original implementation (D1) emits R + 2Δm; corrected: R + Δm, through the undetached
                     # previous reference (look forward twice, like the boxes).
-                    out_mask = new_mask + delta_mask if self.quirks else mask_prev + delta_mask
+                    out_mask = new_mask + delta_mask if self.emit_mask_two_deltas else mask_prev + delta_mask
                 else:
                     # Inference: R + Δm in one GEMM (same value as above, no gradient paths to keep).
                     new_mask = torch.baddbmm(mask_ref.flatten(2), mask_emb, mask_features.flatten(2)).view_as(mask_ref)
