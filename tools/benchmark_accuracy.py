@@ -12,7 +12,7 @@ skinformer rows are printed.
 Example (ISIC 2017, 20 minutes per model: SiMaskFormer and the per-pixel DeepLabV3+ against the
 two smp peers, four jobs)::
 
-    SKINFORMER_DATASETS=../shared/data python tools/benchmark_accuracy.py --budget-min 20 \\
+    SKINFORMER_DATASETS=/data python tools/benchmark_accuracy.py --budget-min 20 \\
         --skinformer configs/isic2017/semantic-segmentation/simaskformer_lite0_cpu_256.yaml \\
         --skinformer configs/isic2017/semantic-segmentation/deeplabv3plus_lite0_cpu_256.yaml
 
