@@ -1,4 +1,4 @@
-"""tools/benchmark_accuracy.py and skinformer.engine.benchmark_accuracy: budget-trained jobs in
+"""skinformer.cli.benchmark_accuracy (tools/benchmark_accuracy.py) and skinformer.engine.benchmark_accuracy: budget-trained jobs in
 separate processes, scored with the ISIC Task 1 evaluator, one table (synthetic data, seconds)."""
 import json
 import os
@@ -105,12 +105,8 @@ def test_benchmark_all_jobs_in_parallel_processes(tmp_path):
 
 def test_cli_without_smp_rows(tmp_path, monkeypatch):
     """The CLI parses jobs and skips the peers when smp is missing (run with a stubbed runner)."""
-    import importlib.util
+    from skinformer.cli import benchmark_accuracy as tool
 
-    spec = importlib.util.spec_from_file_location("benchmark_accuracy_tool",
-                                                  os.path.join(_ROOT, "tools", "benchmark_accuracy.py"))
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
     monkeypatch.setattr(tool, "smp_available", lambda: False)
     seen = {}
 
