@@ -91,6 +91,8 @@ def resize_target_masks(masks: torch.Tensor, size: Tuple[int, int]) -> torch.Ten
     """``T×H×W`` target masks -> ``T×h×w`` float32, bilinear with ``align_corners=False``: the
     value :func:`point_sample` reads at the centre of each cell of an ``h×w`` grid."""
     masks = masks.float()
-    if tuple(masks.shape[-2:]) == tuple(size) or masks.shape[0] == 0:
-        return masks if masks.shape[0] else masks.new_zeros((0,) + tuple(size))
+    if masks.shape[0] == 0:
+        return masks.new_zeros((0,) + tuple(size))
+    if tuple(masks.shape[-2:]) == tuple(size):
+        return masks
     return F.interpolate(masks[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]

@@ -51,7 +51,8 @@ def test_pairwise_mask_costs_match_per_pair_losses():
             assert dice[q, t].item() == pytest.approx(ref.item(), rel=1e-5)
 
 
-def test_mask_costs_pick_the_overlapping_query():
+@pytest.mark.parametrize("sampling", ["points", "grid"])
+def test_mask_costs_pick_the_overlapping_query(sampling):
     # GT 0 = left half, GT 1 = right half; query 2 predicts the left half, query 0 the right half.
     gt = torch.zeros(2, 32, 32)
     gt[0, :, :16] = 1
@@ -62,7 +63,7 @@ def test_mask_costs_pick_the_overlapping_query():
     outputs = {"pred_logits": torch.zeros(1, 3, 2), "pred_masks": pred[None]}
     targets = [{"labels": torch.tensor([0, 0]), "masks": gt}]
     for kw in (dict(cost_mask=1, cost_dice=0), dict(cost_mask=0, cost_dice=1)):
-        (rows, cols), = HungarianMatcher(cost_class=0, num_points=256, **kw)(outputs, targets)
+        (rows, cols), = HungarianMatcher(cost_class=0, num_points=256, mask_sampling=sampling, **kw)(outputs, targets)
         assert dict(zip(rows.tolist(), cols.tolist())) == {2: 0, 0: 1}
 
 
@@ -151,19 +152,6 @@ def test_grid_mask_costs_are_dense_costs_on_the_resized_targets():
     assert torch.allclose(cost, expected, atol=1e-6)
     # no random points: the same cost every call
     assert torch.equal(cost, matcher.compute_cost_matrices(outputs, targets)[0])
-
-
-def test_grid_matching_picks_the_overlapping_query():
-    gt = torch.zeros(2, 32, 32)
-    gt[0, :, :16] = 1
-    gt[1, :, 16:] = 1
-    pred = torch.full((3, 8, 8), -8.0)
-    pred[2, :, :4] = 8
-    pred[0, :, 4:] = 8
-    outputs = {"pred_logits": torch.zeros(1, 3, 2), "pred_masks": pred[None]}
-    targets = [{"labels": torch.tensor([0, 0]), "masks": gt}]
-    (rows, cols), = HungarianMatcher(cost_class=0, mask_sampling="grid")(outputs, targets)
-    assert dict(zip(rows.tolist(), cols.tolist())) == {2: 0, 0: 1}
 
 
 def test_unknown_mask_sampling_is_named():
