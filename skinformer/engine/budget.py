@@ -18,7 +18,7 @@ from skinformer.utils.events import EventStorage
 from . import hooks
 from .train_loop import HookBase, SimpleTrainer, TrainerBase
 
-__all__ = ["WallClockSchedule", "BudgetProgress", "train_for_budget", "build_budget_trainer"]
+__all__ = ["WallClockSchedule", "BudgetProgress", "budget_progress_line", "train_for_budget", "build_budget_trainer"]
 
 logger = logging.getLogger(__name__)
 
@@ -88,9 +88,15 @@ class BudgetProgress(HookBase):
         if history is not None:
             loss = f", total_loss {history.median(max(done - self._last_iter, 1)):.4f}"
         self._last_iter = done
-        left = max(self.schedule.budget_s - elapsed, 0.0)
-        logger.info("iter %d (%.2f s each): %.0f / %.0f s of the budget, %d:%02d left%s", self.trainer.iter, elapsed / done,
-                    elapsed, self.schedule.budget_s, int(left // 60), int(left % 60), loss)
+        logger.info(budget_progress_line(self.trainer.iter, done, elapsed, self.schedule.budget_s) + loss)
+
+
+def budget_progress_line(iteration: int, done: int, elapsed: float, budget_s: float) -> str:
+    """``"iter I (S s each): E / B s of the budget, M:SS left"``, the progress line of every
+    budgeted run (``done`` iterations took ``elapsed`` seconds)."""
+    left = max(budget_s - elapsed, 0.0)
+    return (f"iter {iteration} ({elapsed / max(done, 1):.2f} s each): {elapsed:.0f} / {budget_s:.0f} s of the budget, "
+            f"{int(left // 60)}:{int(left % 60):02d} left")
 
 
 def train_for_budget(trainer: TrainerBase, schedule: WallClockSchedule) -> int:

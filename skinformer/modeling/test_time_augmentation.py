@@ -2,7 +2,9 @@
 
 :class:`SegmentorWithTTA` wraps a model in eval mode. For each input dict it resizes the image so
 its shortest edge is each of ``TEST.AUG.MIN_SIZES`` (longest at most ``TEST.AUG.MAX_SIZE``; the
-rounding of :class:`~skinformer.data.transforms.ResizeShortestEdge`), adds horizontally
+rounding of :class:`~skinformer.data.transforms.ResizeShortestEdge`) or, for configs that squash
+every image to ``INPUT.FIXED_SIZE`` (H, W), squashes it to that size scaled so its shorter side is
+each of the sizes (the aspect ratio the model was trained at, not the image's), adds horizontally
 (``TEST.AUG.FLIP``), vertically (``TEST.AUG.VFLIP``) and doubly flipped copies, runs the model on
 the copies of one scale as one batch, flips the ``sem_seg`` score maps back and averages them.
 Every meta-architecture returns its scores at the original ``height × width`` and as
@@ -17,14 +19,14 @@ Instance outputs are not merged across augmentations (that needs box / mask voti
 ``instances`` field is taken from the first augmentation (first scale, not flipped).
 """
 import logging
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 import torch.nn as nn
 
 from skinformer.config import configurable
-from skinformer.data.transforms import ResizeShortestEdge, ResizeTransform
+from skinformer.data.transforms import Resize, ResizeShortestEdge, ResizeTransform, fixed_size
 
 __all__ = ["SegmentorWithTTA", "build_inference_model"]
 
@@ -48,6 +50,9 @@ class SegmentorWithTTA(nn.Module):
         min_sizes: shortest-edge lengths of the scales.
         max_size: longest edge at most this.
         hflip, vflip: add horizontally / vertically flipped copies (both: also the doubly flipped one).
+        fixed_size: ``(H, W)`` of a model trained on squashed images (``INPUT.FIXED_SIZE``): scale
+            ``s`` squashes every image to ``(H, W) * s / min(H, W)`` whatever its aspect ratio
+            (``max_size`` is then not used); ``None``: keep the aspect ratio.
 
     Input: the model's eval input dicts (``image`` uint8 ``3×h×w``, ``height``, ``width`` = the
     original size). Output: per image the model's dict with ``sem_seg`` (``K×height×width``)
@@ -56,7 +61,7 @@ class SegmentorWithTTA(nn.Module):
 
     @configurable
     def __init__(self, model: nn.Module, *, min_sizes: Sequence[int], max_size: int, hflip: bool = True,
-                 vflip: bool = False):
+                 vflip: bool = False, fixed_size: Optional[Sequence[int]] = None):
         super().__init__()
         min_sizes = tuple(int(s) for s in min_sizes)
         if not min_sizes or min(min_sizes) <= 0:
@@ -68,6 +73,7 @@ class SegmentorWithTTA(nn.Module):
         self.training = model.training
         self.min_sizes = min_sizes
         self.max_size = int(max_size)
+        self.fixed_size = None if fixed_size is None else (int(fixed_size[0]), int(fixed_size[1]))
         self.flips: List[Flip] = [(False, False)]
         if hflip:
             self.flips.append((True, False))
@@ -81,20 +87,31 @@ class SegmentorWithTTA(nn.Module):
     def from_config(cls, cfg, model):
         aug = cfg.TEST.AUG
         return {"model": model, "min_sizes": aug.MIN_SIZES, "max_size": aug.MAX_SIZE, "hflip": aug.FLIP,
-                "vflip": aug.VFLIP}
+                "vflip": aug.VFLIP, "fixed_size": fixed_size(cfg)}
 
     @property
     def num_augmentations(self) -> int:
         return len(self.min_sizes) * len(self.flips)
 
+    def output_shape(self, h: int, w: int, short: int) -> Tuple[int, int]:
+        """``(h', w')`` of an ``h×w`` image at scale ``short``."""
+        if self.fixed_size is None:
+            return ResizeShortestEdge.get_output_shape(h, w, short, self.max_size)
+        fh, fw = self.fixed_size
+        return int(round(fh * short / min(fh, fw))), int(round(fw * short / min(fh, fw)))
+
     def _resize(self, image: torch.Tensor, short: int) -> torch.Tensor:
-        """``3×h×w`` uint8 -> ``3×h'×w'`` uint8 (bilinear, the test mapper's rounding)."""
+        """``3×h×w`` uint8 -> ``3×h'×w'`` uint8, resampled as the test mapper does (area when
+        shrinking a fixed-size squash, bilinear otherwise)."""
         h, w = image.shape[-2:]
-        new_h, new_w = ResizeShortestEdge.get_output_shape(h, w, short, self.max_size)
+        new_h, new_w = self.output_shape(h, w, short)
         if (new_h, new_w) == (h, w):
             return image
         hwc = np.ascontiguousarray(image.permute(1, 2, 0).cpu().numpy())
-        out = ResizeTransform(h, w, new_h, new_w).apply_image(hwc)
+        if self.fixed_size is None:
+            out = ResizeTransform(h, w, new_h, new_w).apply_image(hwc)
+        else:
+            out = Resize((new_h, new_w)).get_transform(hwc, rng=None).apply_image(hwc)
         return torch.from_numpy(np.ascontiguousarray(out.transpose(2, 0, 1)))
 
     def forward(self, batched_inputs: List[Dict]) -> List[Dict]:

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from skinformer.engine.benchmark_accuracy import (AccuracyJob, BenchmarkSettings, format_table, run_benchmark,
-                                                  run_job, score_dataset, smp_available)
+                                                  _safe_name, run_job, score_dataset, smp_available)
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 QUICK = os.path.join(_ROOT, "configs", "quickstart", "per_pixel_r18_synthetic.yaml")
@@ -100,6 +100,9 @@ def test_benchmark_all_jobs_in_parallel_processes(tmp_path):
         assert 0.0 <= r["scores"]["val"]["jaccard"] <= 1.0
     if smp_available() and weights:
         assert results[1]["pretrained_tensors"] > 200
+    for job in jobs:  # every job, the smp peers too, logs the budget's progress
+        log = open(os.path.join(str(tmp_path), _safe_name(job.name), "log.txt")).read()
+        assert "s of the budget" in log and "left" in log
     assert "tiny" in format_table(results)
 
 

@@ -102,3 +102,24 @@ def test_real_per_pixel_model_with_sliding_window_and_tta():
     assert out.min() >= 0 and out.max() <= 1
     # scale 64 -> 64x96 (windowed: 2 windows), scale 96 -> 96x144 (2x3 windows); 4 flips each
     assert sum(calls) == 4 * (2 + 6)
+
+
+def test_tta_squashes_to_the_fixed_size_of_a_squash_trained_model():
+    # a model trained on images squashed to INPUT.FIXED_SIZE must see every copy squashed the same
+    # way (not the image's aspect ratio), and its average comes back at the original size
+    model = _AsymmetricModel().eval()
+    cfg = get_cfg()
+    cfg.INPUT.FIXED_SIZE = (32, 32)
+    cfg.TEST.AUG.ENABLED = True
+    cfg.TEST.AUG.MIN_SIZES = (32, 64)
+    cfg.TEST.AUG.VFLIP = True
+    tta = build_inference_model(cfg, model)
+    assert tta.fixed_size == (32, 32)
+    out = tta([{"image": _image(), "height": 40, "width": 60}])[0]["sem_seg"]
+    assert sorted({s for s, _ in model.seen}) == [(32, 32), (64, 64)]
+    expected = torch.zeros(1, 40, 60)
+    expected[:, :, :20] = 1
+    assert out.shape == (1, 40, 60) and (out - expected).abs().mean() < 0.03
+    # a non-square fixed size keeps its own aspect ratio at every scale
+    tta = SegmentorWithTTA(model, min_sizes=(16,), max_size=1000, fixed_size=(32, 64))
+    assert tta.output_shape(40, 60, 16) == (16, 32) and tta.output_shape(900, 100, 16) == (16, 32)
