@@ -1,19 +1,16 @@
-"""tools/benchmark.py: ratios against smp's DeepLabV3Plus("resnet50") in the models section."""
-import importlib.util
+"""skinformer.cli.benchmark (tools/benchmark.py): ratios against smp's DeepLabV3Plus("resnet50") in the
+models section."""
 import os
 import types
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from skinformer.cli import benchmark as benchmark_module
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("skinformer_benchmark_tool", os.path.join(ROOT, "tools", "benchmark.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return benchmark_module
 
 
 def _args(bench, **kw):
@@ -69,3 +66,13 @@ def test_smp_reference_steps_run(bench):
     torch.set_num_threads(1)
     bench._smp_train_step("cpu")()
     bench._smp_infer_step("cpu")()
+
+
+def test_config_paths_resolve_from_anywhere(bench, tmp_path, monkeypatch):
+    # the README's "configs/..." names work outside the checkout (the workers get absolute paths)
+    monkeypatch.chdir(tmp_path)
+    path = bench._config_path("configs/baselines/deeplabv3plus_R50_isic.yaml")
+    assert os.path.isabs(path) and os.path.isfile(path)
+    own = tmp_path / "mine.yaml"
+    own.write_text("MODEL: {}\n")
+    assert bench._config_path("mine.yaml") == str(own)
