@@ -321,17 +321,12 @@ def test_ph2_release_layout(tmp_path, use_root):
 
 
 # ---------------------------------------------------------------------------------------------
-# datasets/prepare_isic.py
+# skinformer.data.preparation.isic (datasets/prepare_isic.py)
 # ---------------------------------------------------------------------------------------------
 def test_prepare_isic_installs_official_zips_and_checks(tmp_path, monkeypatch, capsys):
-    import importlib.util
     import shutil
-    from pathlib import Path
 
-    script = Path(__file__).resolve().parents[2] / "datasets" / "prepare_isic.py"
-    spec = importlib.util.spec_from_file_location("prepare_isic", script)
-    prep = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(prep)
+    from skinformer.data.preparation import isic as prep
 
     staging = tmp_path / "staging"
     base = _isic2018(staging)

@@ -202,14 +202,9 @@ def test_kvasir_bad_split_entry_names_it(tmp_path):
 
 
 def test_prepare_kvasir_from_official_zip(tmp_path, monkeypatch, capsys):
-    import importlib.util
     import shutil
-    from pathlib import Path
 
-    script = Path(__file__).resolve().parents[2] / "datasets" / "prepare_kvasir.py"
-    spec = importlib.util.spec_from_file_location("prepare_kvasir", script)
-    prep = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(prep)
+    from skinformer.data.preparation import kvasir as prep
 
     staging = tmp_path / "staging" / "Kvasir-SEG"
     for k in range(10):

@@ -1,4 +1,4 @@
-"""Helpers shared by the ``datasets/prepare_*.py`` scripts: unpack or link an official download
+"""Helpers shared by the dataset preparation programs (``datasets/prepare_*.py``): unpack or link an official download
 into ``$SKINFORMER_DATASETS/<folder>``, then load every split through the built-in loaders, validate
 the first images and print the counts."""
 import argparse
@@ -7,11 +7,6 @@ import shutil
 import sys
 import zipfile
 from typing import Callable, Dict, List, Optional, Tuple
-
-# the scripts are run as `python datasets/prepare_x.py` from the repository root or elsewhere
-_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if _REPO not in sys.path:
-    sys.path.insert(0, _REPO)
 
 __all__ = ["base_parser", "datasets_root_from", "extract_zip", "place", "install_member", "check_splits"]
 
@@ -29,8 +24,10 @@ def base_parser(description: str) -> argparse.ArgumentParser:
 
 def datasets_root_from(arg: Optional[str]) -> str:
     """The root to prepare; also exported as ``SKINFORMER_DATASETS`` so error messages name it."""
-    root = os.path.abspath(arg or os.path.expanduser(os.environ.get("SKINFORMER_DATASETS", "datasets")))
-    os.environ["SKINFORMER_DATASETS"] = root
+    from skinformer.data.catalog import DATASETS_ENV, datasets_root
+
+    root = os.path.abspath(os.path.expanduser(arg) if arg else datasets_root())
+    os.environ[DATASETS_ENV] = root
     return root
 
 
