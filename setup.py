@@ -27,7 +27,7 @@ install_requires = [
     "pyyaml",
     "tabulate",
     "ninja",
-    # seed-project augmentations (grid / lens distortion, sharpening, colour jitter) with mask support
+    # augmentations of the original per-pixel projects (grid / lens distortion, sharpening, colour jitter) with mask support
     "albumentations>=2.0",
 ]
 

@@ -215,7 +215,7 @@ _C.INPUT.ROTATION.EXPAND = True
 _C.INPUT.ROTATION.ONCE_PER_RUN = False
 # A list of angles (e.g. [0, 90, 180, 270]) to choose from instead of the ANGLE range ([] = range).
 _C.INPUT.ROTATION.ANGLES = []
-# --- seed-project augmentations (data/transforms/seed_augmentations.py), each with its own PROB ---
+# --- augmentations of the original per-pixel projects (data/transforms/extra_augmentations.py), each with its own PROB ---
 # Shrink by a factor from FACTORS and paste centred on a canvas of the border (skin) colour.
 _C.INPUT.SHRINK = CN()
 _C.INPUT.SHRINK.PROB = 0.0

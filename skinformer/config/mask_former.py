@@ -186,7 +186,7 @@ def add_mask_former_config(cfg: CN) -> None:
     # Weight of the UOME proposal-cost L1 loss.
     sim.PROPOSAL_WEIGHT = 5.0
     # UOME targets of images without ground truth: "exclude" them from the loss (corrected) or
-    # "seed": fill 25 → min–max gives all-zero targets ("perfect match", original-implementation
+    # "original": fill 25 → min–max gives all-zero targets ("perfect match", original-implementation
     # difference D7).
     sim.PROPOSAL_EMPTY_GT = "exclude"
     # Initial query boxes: "bitmask" (tight box of the initial mask), "mask2box", "no" (predicted).
@@ -207,7 +207,7 @@ def add_mask_former_config(cfg: CN) -> None:
     # invalid tokens selectable, D23 column-first sine table) and its once-per-run rotation (D2).
     # False = corrected behaviour. Resolved into named module arguments by the decoder's from_config
     # (original_implementation_items) and, for D2, by rotation_once_per_run. The matcher / criterion
-    # quirks have their own keys: CLASS_COST_TYPE "focal" (D6) and PROPOSAL_EMPTY_GT "seed" (D7).
+    # quirks have their own keys: CLASS_COST_TYPE "focal" (D6) and PROPOSAL_EMPTY_GT "original" (D7).
     sim.ORIGINAL_QUIRKS = False
     sim.TEST.SEMANTIC_ON = True
 

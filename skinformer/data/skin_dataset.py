@@ -9,7 +9,7 @@ Input: a folder with ``<id>_org_<type>.jpg`` images and their ``<id>_mask_<type>
     skin/<type>/split.json        # the ids of each split, the seed and the fractions
 
 The split is a seeded permutation of the sorted ids, so the same inputs, seed and fractions always
-give the same split (the seed project's split was unseeded). Files are copied, or symlinked with
+give the same split (the original project's split was unseeded). Files are copied, or symlinked with
 ``--link``. Images without a mask are reported and left out.
 
 Command line: ``tools/create_skin_dataset.py`` (:mod:`skinformer.cli.create_skin_dataset`).

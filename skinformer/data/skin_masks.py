@@ -7,7 +7,7 @@ where the two differ:
 1. read both as 8-bit colour images (same size, else the pair is reported and skipped);
 2. per-pixel absolute difference, channel by channel;
 3. collapse to one channel: maximum over the channels (``--reduce max``, default) or OpenCV's
-   luminance (``--reduce luminance``, the seed project's variant used for its example masks);
+   luminance (``--reduce luminance``, the original project's variant used for its example masks);
 4. foreground where the collapsed difference is **strictly above** the threshold
    (defaults per type: acne 20, hemo 10, mela 22). No morphology, blur or hole filling.
 
@@ -27,7 +27,7 @@ from typing import Dict, List, Optional, Sequence
 import cv2
 import numpy as np
 
-# Thresholds of the seed project's README (its docstring's "hemo 7" is stale).
+# Thresholds of the original project's README (its docstring's "hemo 7" is stale).
 DEFAULT_THRESHOLDS: Dict[str, int] = {"acne": 20, "hemo": 10, "mela": 22}
 REDUCTIONS = ("max", "luminance")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")

@@ -1,4 +1,4 @@
-"""Per-image metrics (pure functions on masks / counts), the seeds' conventions spelled out.
+"""Per-image metrics (pure functions on masks / counts), the original projects' conventions spelled out.
 
 Counts are ``K×4`` int64 in :data:`~skinformer.evaluation.metrics.BINARY_COUNT_ORDER`
 ``(tp, fp, fn, tn)`` for one image. Empty-image conventions (``empty``), for a class that is

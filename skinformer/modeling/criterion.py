@@ -148,7 +148,7 @@ class SetCriterion(nn.Module):
         dn_losses: loss types for the DN queries (default: ``losses``; DINO-style "standard"
             denoising uses labels and boxes only).
         proposal_empty_gt: UOME targets of images without ground truth: "exclude" (corrected)
-            or "seed" (all-zero targets after min–max of the fill value, original-implementation
+            or "original" (all-zero targets after min–max of the fill value, original-implementation
             difference D7).
         class_weights: CE weights of the K classes ("ce" class loss; ``MODEL.LOSS.CLASS_WEIGHTS``);
             the no-object weight stays ``eos_coef``.
@@ -176,8 +176,8 @@ class SetCriterion(nn.Module):
                 raise ValueError(f"SetCriterion: unknown loss {loss!r}; expected one of {sorted(self._LOSS_FNS)}")
         if class_loss not in ("ce", "focal"):
             raise ValueError(f"SetCriterion: class_loss must be 'ce' or 'focal', got {class_loss!r}")
-        if proposal_empty_gt not in ("exclude", "seed"):
-            raise ValueError(f"SetCriterion: proposal_empty_gt must be 'exclude' or 'seed', got {proposal_empty_gt!r}")
+        if proposal_empty_gt not in ("exclude", "original"):
+            raise ValueError(f"SetCriterion: proposal_empty_gt must be 'exclude' or 'original', got {proposal_empty_gt!r}")
         self.num_classes = num_classes
         self.matcher = matcher
         self.weight_dict = weight_dict

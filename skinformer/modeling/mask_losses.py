@@ -69,7 +69,7 @@ def focal_class_cost(logits: torch.Tensor, tgt_ids: torch.Tensor, alpha: float =
     """Focal-style class cost (Deformable-DETR): ``Q×C`` logits, ``T`` class ids -> ``Q×T``.
 
     Only the first ``C'`` columns that ids index are used, so ``Q×(K+1)`` CE logits can be passed
-    (the seed's quirk: sigmoid of softmax-trained logits).
+    (the original implementation's quirk: sigmoid of softmax-trained logits).
     """
     prob = logits.sigmoid()
     neg = (1 - alpha) * (prob ** gamma) * (-(1 - prob + 1e-8).log())

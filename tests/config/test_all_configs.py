@@ -1,5 +1,5 @@
 """Every config under configs/ loads (get_cfg + merge_from_file, _BASE_ chains included) and builds
-its model on CPU; the seed recipes keep their defining settings."""
+its model on CPU; the original recipes keep their defining settings."""
 import glob
 import os
 

@@ -52,7 +52,7 @@ def test_isic_task1_evaluator_known_answer(tmp_path):
 
 
 def test_isic_task1_no_minmax_no_tp_substitution(tmp_path):
-    # a uniformly low map must stay background (the seed's min-max normalisation would make it
+    # a uniformly low map must stay background (the original implementation's min-max normalisation would make it
     # foreground) and an empty-GT/empty-prediction image keeps pooled metrics at 0
     g = np.zeros((6, 6), dtype=bool)
     f = write_mask(tmp_path / "gt.png", g)

@@ -159,7 +159,7 @@ def test_single_matching_uses_the_hungarian_solution_of_summed_costs():
     assert losses["loss_bbox"].item() == pytest.approx(1.6 / 2) and losses["loss_bbox_0"].item() == pytest.approx(0.0)
 
 
-@pytest.mark.parametrize("policy,expected_images", [("exclude", [0]), ("seed", [0, 1])])
+@pytest.mark.parametrize("policy,expected_images", [("exclude", [0]), ("original", [0, 1])])
 def test_proposal_loss_empty_images(policy, expected_images):
     crit = _criterion(proposal_empty_gt=policy)
     pred = torch.rand(2, 4)
@@ -167,7 +167,7 @@ def test_proposal_loss_empty_images(policy, expected_images):
     targets = _targets((1, 0))
     loss = crit.loss_proposal(pred, min_costs, targets)
     t0 = (min_costs[0] - 1) / (4 + 1e-6)
-    tgts = {0: t0, 1: torch.zeros(4)}  # the seed's fill value normalises to all zeros
+    tgts = {0: t0, 1: torch.zeros(4)}  # the original implementation's fill value normalises to all zeros
     ref = torch.cat([(pred[b] - tgts[b]).abs() for b in expected_images]).mean()
     assert loss.item() == pytest.approx(ref.item(), rel=1e-5)
     with pytest.raises(ValueError, match="same selected tokens"):

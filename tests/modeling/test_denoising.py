@@ -120,7 +120,7 @@ def test_seed_mask_noise_equals_full_resolution_warp_then_nearest():
     copies, ns = 2, 0.4
     gen = torch.Generator().manual_seed(5)
     fast = random_affine_mask_noise(t["masks"], t["boxes"], ns, (H4, W4), copies, original_mask_noise=True, generator=gen)
-    # Reference: the seed's procedure on the same random draws.
+    # Reference: the original implementation's procedure on the same random draws.
     gen.manual_seed(5)
     u = torch.rand((copies * 2, 5), generator=gen)
     box = t["boxes"].repeat(copies, 1) * torch.tensor([WP, HP, WP, HP])

@@ -298,7 +298,7 @@ def test_autocast_training_and_float32_outputs(arch, instance):
     ({"DN": "standard"}, ["loss_ce_dn", "loss_bbox_dn_0"], ["loss_mask_dn"]),
     ({"TWO_STAGE": False}, ["loss_ce_dn"], ["loss_ce_interm", "proposal_loss"]),
     ({"SML": False, "ORIGINAL_QUIRKS": True, "CLASS_COST_TYPE": "focal",
-      "PROPOSAL_EMPTY_GT": "seed"}, ["proposal_loss"], []),
+      "PROPOSAL_EMPTY_GT": "original"}, ["proposal_loss"], []),
 ])
 def test_simaskformer_ablation_switches(overrides, present, absent, caplog):
     cfg = tiny_cfg("SiMaskFormer")

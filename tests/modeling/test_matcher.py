@@ -30,7 +30,7 @@ def test_focal_class_cost_and_seed_quirk():
     expected = 0.25 * (1 - p) ** 2 * -torch.log(p + 1e-8) - 0.75 * p ** 2 * -torch.log(1 - p + 1e-8)
     focal = HungarianMatcher(cost_class=1, cost_mask=0, cost_dice=0, class_loss="focal")
     torch.testing.assert_close(focal.compute_cost_matrices(outputs, targets)[0][0, 0], expected)
-    # CE mode with the seed's quirk: the same focal formula on the CE logits
+    # CE mode with the original implementation's quirk: the same focal formula on the CE logits
     quirk = HungarianMatcher(cost_class=1, cost_mask=0, cost_dice=0, class_loss="ce", class_cost_type="focal")
     torch.testing.assert_close(quirk.compute_cost_matrices(outputs, targets)[0][0, 0], expected)
     with pytest.raises(ValueError, match="class_cost_type"):
@@ -104,7 +104,7 @@ def test_empty_targets_and_min_cost():
     assert len(indices[0][0]) == 1 and len(indices[1][0]) == 0
     costs = m.compute_cost_matrices(outputs, targets)
     assert costs[1].shape == (4, 0)
-    assert mins[1].tolist() == [25.0] * 4  # the seed's fill value for images without GT
+    assert mins[1].tolist() == [25.0] * 4  # the original implementation's fill value for images without GT
     assert mins[0].shape == (4,)
 
 

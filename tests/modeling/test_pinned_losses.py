@@ -29,7 +29,7 @@ RTOL, ATOL = 2e-5, 1e-6
 CASES = {
     # SML + two-stage + UOME + mask denoising (several groups, padding slots, an empty image).
     "simaskformer_ce_sml": ("SiMaskFormer", {"num_classes": 2}, {}),
-    # Each set matched on its own, focal class loss, the seed's quirks.
+    # Each set matched on its own, focal class loss, the original implementation's quirks.
     "simaskformer_focal_quirks": ("SiMaskFormer", {"num_classes": 2, "ce": False, "instance": True},
                                   {"SML": False, "ORIGINAL_QUIRKS": True, "CLASS_COST_TYPE": "focal"}),
     "simaskformer_cnn_embed_dn_standard": ("SiMaskFormer", {"num_classes": 2},

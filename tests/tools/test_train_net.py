@@ -1,4 +1,4 @@
-"""tools/train_net.py end to end (subprocess): --help, training with the seed's command shape,
+"""tools/train_net.py end to end (subprocess): --help, training with the original implementation's command shape,
 --resume continuing, --eval-only; output folder contents."""
 import json
 import os
@@ -42,7 +42,7 @@ _FAST = ["MODEL.TIMM.NAME", "resnet10t", "MODEL.SEM_SEG_HEAD.CONVS_DIM", "16", "
 def test_train_resume_and_eval_only(tmp_path):
     out = tmp_path / "x"
     env = {"SKINFORMER_CACHE": str(tmp_path / "cache")}
-    # the seed's command shape
+    # the original implementation's command shape
     cmd = ["--config-file", CONFIG, "--num-gpus", "1", "--resume", "DATASETS.TRAIN", '("synthetic_lesion_train",)',
            "SOLVER.IMS_PER_BATCH", "2", "SOLVER.BASE_LR", "0.0001", "SOLVER.MAX_ITER", "3", "OUTPUT_DIR", str(out),
            *_FAST]

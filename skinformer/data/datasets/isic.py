@@ -12,7 +12,7 @@
   the official masks ``masks_original/`` as ground truth; predictions are resized to the mask size
   by the evaluator) and ``isic2017_fullres_sem_seg_val`` (original images and masks in
   ``isic2017_fullres/``).
-* ISIC 2017 Part 2 with MATLAB index maps (the U-Net + ASPP seed project's variant):
+* ISIC 2017 Part 2 with MATLAB index maps (the U-Net + ASPP original project's variant):
   ``isic2017_part2_mat_{train,val,test}``, 7 classes including background.
 
 Folders under ``$SKINFORMER_DATASETS``: ``isic2018/``, ``isic2017/``, ``isic2016/``, ``isic2017_part2/``,
@@ -51,7 +51,7 @@ ISIC2018_TASK2_METADATA = dict(
     palette=[[255, 255, 0], [0, 255, 255], [255, 0, 255], [255, 0, 0], [0, 255, 0]],
 )
 
-# smgt labels 0..6 of the seed project's .mat files
+# smgt labels 0..6 of the original project's .mat files
 ISIC2017_PART2_CLASSES = ("background", "others", "cysts", "negative_network", "pigment_network", "streaks",
                           "globules")
 ISIC2017_PART2_METADATA = dict(

@@ -7,7 +7,7 @@ Layout under ``$SKINFORMER_DATASETS``, written by ``tools/create_skin_dataset.py
     skin/<type>/{train,val,test}/masks/<id>_mask_<type>.png      # 0/1
 
 Each type is its own binary task (class ``<type>``, background no class). The labels are the skin
-device's detections (pseudo-labels). The seed project reported pooled IoU/Dice, which the
+device's detections (pseudo-labels). The original project reported pooled IoU/Dice, which the
 ``isic_task1`` evaluator reports too.
 """
 import os

@@ -24,10 +24,10 @@ from .augmentation_impl import (
     ResizeScale,
     ResizeShortestEdge,
 )
-from .build import (build_augmentation, build_flip_augmentation, build_lsj_augmentation, build_seed_geometric_augmentation,
-                    build_seed_photometric_augmentation, fixed_size,
+from .build import (build_augmentation, build_flip_augmentation, build_lsj_augmentation, build_geometric_augmentation,
+                    build_photometric_augmentation, fixed_size,
                     keeps_original_resolution)
-from .seed_augmentations import (AlbumentationsTransform, RandomColorJitter, RandomGridDistortion, RandomLowResCrop,
+from .extra_augmentations import (AlbumentationsTransform, RandomColorJitter, RandomGridDistortion, RandomLowResCrop,
                                  RandomOpticalDistortion, RandomSharpen, RandomShrinkPaste, ShrinkPasteTransform)
 from .transform import (
     AffineTransform,

@@ -299,7 +299,7 @@ class RandomRotation(Augmentation):
 
 class RandomShear(Augmentation):
     """Centred shear with probability ``prob``; factors uniform in ``[-max_shear, max_shear]``
-    for each enabled direction (``vertical`` is the seed project's ``y' = y + s (x - W/2)``).
+    for each enabled direction (``vertical`` is the original project's ``y' = y + s (x - W/2)``).
     Image size is kept; uncovered pixels get ``img_fill`` / ``seg_fill``."""
 
     def __init__(self, max_shear: float = 0.2, prob: float = 1.0, *, horizontal: bool = True,
@@ -321,7 +321,7 @@ class RandomShear(Augmentation):
 class ElasticTransform(Augmentation):
     """Simard elastic deformation with probability ``prob``: displacement fields ``dx, dy`` uniform
     in ``[-1, 1]`` per pixel, smoothed by a Gaussian of std ``sigma`` and scaled by ``alpha`` (pixels).
-    The SAME field is applied to the image (bilinear) and the masks (nearest), unlike the seed
+    The SAME field is applied to the image (bilinear) and the masks (nearest), unlike the original project
     project whose mask drew its own field."""
 
     def __init__(self, alpha: float = 1300.0, sigma: float = 8.0, prob: float = 1.0,

@@ -21,7 +21,7 @@ from .augmentation_impl import (
     ResizeShortestEdge,
 )
 
-from .seed_augmentations import (
+from .extra_augmentations import (
     RandomColorJitter,
     RandomGridDistortion,
     RandomLowResCrop,
@@ -31,7 +31,7 @@ from .seed_augmentations import (
 )
 
 __all__ = ["build_augmentation", "build_lsj_augmentation", "build_flip_augmentation", "fixed_size",
-           "build_seed_geometric_augmentation", "build_seed_photometric_augmentation",
+           "build_geometric_augmentation", "build_photometric_augmentation",
            "keeps_original_resolution"]
 
 # INPUT.RANDOM_FLIP value -> flips to apply (each with p 0.5)
@@ -79,10 +79,10 @@ def build_augmentation(cfg, is_train: bool) -> List[Augmentation]:
     constrained when SINGLE_CATEGORY_MAX_AREA < 1) -> ``RandomShear`` (INPUT.SHEAR.*) ->
     ``ElasticTransform`` (INPUT.ELASTIC.*) -> ``ColorAugSSD`` (INPUT.COLOR_AUG_SSD) -> flips
     (INPUT.RANDOM_FLIP). Filled label pixels get MODEL.SEM_SEG_HEAD.IGNORE_VALUE.
-    The seed projects' augmentations hook in: ``RandomLowResCrop`` (INPUT.LOW_RES_CROP) before the
+    The original per-pixel projects' augmentations hook in: ``RandomLowResCrop`` (INPUT.LOW_RES_CROP) before the
     crop, then after the elastic step grid / barrel / pincushion distortion, shrink-and-paste
-    (:func:`build_seed_geometric_augmentation`), sharpening and colour jitter
-    (:func:`build_seed_photometric_augmentation`); INPUT.ROTATION.ANGLES picks from a list of angles.
+    (:func:`build_geometric_augmentation`), sharpening and colour jitter
+    (:func:`build_photometric_augmentation`); INPUT.ROTATION.ANGLES picks from a list of angles.
 
     Test: ``ResizeShortestEdge(MIN_SIZE_TEST, MAX_SIZE_TEST)`` only (nothing if MIN_SIZE_TEST is 0,
     or when :func:`keeps_original_resolution`).
@@ -126,15 +126,15 @@ def build_augmentation(cfg, is_train: bool) -> List[Augmentation]:
         augs.append(RandomShear(inp.SHEAR.MAX, prob=inp.SHEAR.PROB, seg_fill=ignore))
     if inp.ELASTIC.PROB > 0:
         augs.append(ElasticTransform(inp.ELASTIC.ALPHA, inp.ELASTIC.SIGMA, prob=inp.ELASTIC.PROB))
-    augs.extend(build_seed_geometric_augmentation(cfg, ignore))
-    augs.extend(build_seed_photometric_augmentation(cfg))
+    augs.extend(build_geometric_augmentation(cfg, ignore))
+    augs.extend(build_photometric_augmentation(cfg))
     if inp.COLOR_AUG_SSD:
         augs.append(ColorAugSSD(img_format=inp.FORMAT))
     augs.extend(build_flip_augmentation(cfg))
     return augs
 
 
-def build_seed_geometric_augmentation(cfg, ignore: int) -> List[Augmentation]:
+def build_geometric_augmentation(cfg, ignore: int) -> List[Augmentation]:
     """Grid / barrel / pincushion distortion and shrink-and-paste (INPUT.GRID_DISTORTION,
     INPUT.BARREL_DISTORTION, INPUT.PINCUSHION_DISTORTION, INPUT.SHRINK), each with its own PROB."""
     inp = cfg.INPUT
@@ -150,7 +150,7 @@ def build_seed_geometric_augmentation(cfg, ignore: int) -> List[Augmentation]:
     return augs
 
 
-def build_seed_photometric_augmentation(cfg) -> List[Augmentation]:
+def build_photometric_augmentation(cfg) -> List[Augmentation]:
     """Sharpening and colour jitter with set magnitudes (INPUT.SHARPEN, INPUT.COLOR_JITTER); image only."""
     inp = cfg.INPUT
     augs: List[Augmentation] = []

@@ -183,7 +183,7 @@ class RotationTransform(AffineTransform):
 
 class ShearTransform(AffineTransform):
     """Shear about the image centre, keeping the size: ``x' = x + shear_x (y - cy)``,
-    ``y' = y + shear_y (x - cx)`` (``shear_y`` alone is the seed project's vertical shear)."""
+    ``y' = y + shear_y (x - cx)`` (``shear_y`` alone is the original project's vertical shear)."""
 
     def __init__(self, h: int, w: int, shear_x: float = 0.0, shear_y: float = 0.0,
                  interp: int = cv2.INTER_LINEAR, img_fill: float = 0, seg_fill: int = 255):
@@ -199,7 +199,7 @@ class ElasticDeformTransform(Transform):
 
     Output pixel ``(y, x)`` samples the input at ``(y + dy[y, x], x + dx[y, x])``: bilinear for
     images, nearest for label maps, replicating the border (as ``map_coordinates(mode="nearest")``
-    in the seed project). The SAME field is used for the image and every mask.
+    in the original project). The SAME field is used for the image and every mask.
 
     Args:
         dx, dy: ``H×W`` float32 displacement fields in pixels.

@@ -1,4 +1,4 @@
-"""Fixed two-term losses the seed recipes name as one loss: BCE + Dice and (sigmoid) focal + Dice.
+"""Fixed two-term losses the original recipes name as one loss: BCE + Dice and (sigmoid) focal + Dice.
 Any other mix is a list in ``MODEL.LOSS.NAMES`` with ``MODEL.LOSS.WEIGHTS``."""
 from typing import Optional
 

@@ -151,7 +151,7 @@ class FocalLoss(PixelLoss):
 @LOSS_REGISTRY.register()
 class SigmoidFocalLoss(FocalLoss):
     """:class:`FocalLoss` always on sigmoids, also for label maps: the K class logits each
-    against their one-hot channel (the SegFormer seed's focal term on the lesion logit)."""
+    against their one-hot channel (the original SegFormer project's focal term on the lesion logit)."""
 
     short_name = "sigmoid_focal"
 

@@ -11,7 +11,7 @@ Inference outputs at the original resolution (``height``, ``width`` of the input
 
 * semantic: ``sem_seg[c] = Σ_q p_q(c)·σ(mask_q)`` with ``p`` = softmax without the no-object
   column (CE mode) or sigmoid (focal mode). With one class the map is clamped to [0, 1] so it
-  reads as a probability (the seed leaves it unbounded and min–max normalises per image in its
+  reads as a probability (the original implementation leaves it unbounded and min–max normalises per image in its
   evaluator; we do not).
 * multi-label (``TEST.MULTILABEL_ON``): ``sem_seg[c] = max_q p_q(c)·σ(mask_q)``, in [0, 1], each
   class thresholded on its own at 0.5 by the evaluator.
@@ -395,7 +395,7 @@ class SiMaskFormer(MaskFormer):
     def family_options(cls, node) -> Dict:
         if node.DN not in ("seg", "standard", "no"):
             raise ValueError(f"MODEL.SIMASKFORMER.DN must be 'seg', 'standard' or 'no', got {node.DN!r}")
-        # "standard" denoising supervises labels and boxes only (the seed's DN mode of DINO).
+        # "standard" denoising supervises labels and boxes only (the original implementation's DN mode of DINO).
         dn = {"seg": ["labels", "masks", "boxes"], "standard": ["labels", "boxes"], "no": None}[node.DN]
         return {
             # the initial prediction is an extra supervised set in front of the DEC_LAYERS layers

@@ -5,14 +5,14 @@ backbone res3..res5 ─ 1×1 conv + GN ─┐
                                      └─ N deformable encoder layers (post-norm) ─ split per level
 res2 ─ FPNFusion (SUM or CONCAT) with the upsampled 1/8 map ─ 1×1 conv ─ mask_features (1/4)
 
-Precision: unlike Mask2Former / the seed (which force float32 with ``autocast(enabled=False)``),
+Precision: unlike Mask2Former / the original implementation (which force float32 with ``autocast(enabled=False)``),
 this module runs in whatever dtype autocast gives it. The deformable-attention op accepts half
 and bfloat16 ``value`` and keeps the sampling locations in float32, so AMP is safe; call
 ``forward_features`` under ``torch.autocast(..., enabled=False)`` with float32 features to get
-the seed's numerics.
+the original implementation's numerics.
 
 Padding: the encoder attends over the whole padded map (no padding mask, valid ratios 1), as
-the seed does: its inputs are always padded to a multiple of 32, and padding is part of the
+the original implementation does: its inputs are always padded to a multiple of 32, and padding is part of the
 image after normalisation (zeros).
 """
 from typing import Dict, List, Optional, Tuple

@@ -1,4 +1,4 @@
-"""Augmentations of the per-pixel seed projects: shrink-and-paste on a border-colour canvas, grid /
+"""Augmentations of the original per-pixel projects: shrink-and-paste on a border-colour canvas, grid /
 barrel / pincushion distortion, sharpening, colour jitter with set magnitudes, random low-res crop.
 
 The geometric and photometric kernels are albumentations' (``GridDistortion``,
@@ -63,7 +63,7 @@ def _seed(rng: np.random.Generator) -> int:
 
 
 class ShrinkPasteTransform(Transform):
-    """Shrink the sample by ``factor`` (nearest, as the seed) and paste it centred on a canvas of
+    """Shrink the sample by ``factor`` (nearest, as the original project) and paste it centred on a canvas of
     the original size. The image canvas is the colour of pixel ``anchor`` (default 10 px from the
     bottom-right corner: the skin around the lesion), label maps / masks are filled with their own
     value at that pixel."""
@@ -210,7 +210,7 @@ class RandomLowResCrop(Augmentation):
     """Downscale the whole sample by a factor drawn from ``scale`` = (min, max) (area interpolation
     for the image, nearest for masks), then take a random ``crop_size`` (H, W) window of that
     low-resolution copy (padded with 0 / ``seg_fill`` when smaller): lesions are seen whole at a
-    coarse scale, as the seeds' "short side 256 (nearest) + random 128 crop" and downsized-image
+    coarse scale, as the original projects' "short side 256 (nearest) + random 128 crop" and downsized-image
     training did."""
 
     def __init__(self, scale: Sequence[float] = (0.25, 0.5), crop_size: Sequence[int] = (128, 128),
