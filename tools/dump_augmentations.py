@@ -3,7 +3,7 @@
 
 Example::
 
-    python tools/dump_augmentations.py --config-file configs/seeds/deeplabv3plus_R50_isic2017_augmented.yaml \
+    python tools/dump_augmentations.py --config-file configs/original_recipes/deeplabv3plus_R50_isic2017_augmented.yaml \
         --num 16 --output output/aug_dump INPUT.GRID_DISTORTION.PROB 1.0
 """
 import argparse

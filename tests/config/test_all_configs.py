@@ -22,7 +22,7 @@ def _load(rel):
 
 
 def test_configs_found():
-    assert len(CONFIGS) > 20 and any(p.startswith(os.path.join("configs", "seeds")) for p in CONFIGS)
+    assert len(CONFIGS) > 20 and any(p.startswith(os.path.join("configs", "original_recipes")) for p in CONFIGS)
 
 
 @pytest.mark.parametrize("rel", CONFIGS)
@@ -34,15 +34,15 @@ def test_config_loads_and_builds(rel):
 
 
 def test_seed_recipes_keep_their_settings():
-    seg = _load("configs/seeds/segformer_mitb5_hemo.yaml")
+    seg = _load("configs/original_recipes/segformer_mitb5_hemo.yaml")
     assert seg.MODEL.BACKBONE.NAME == "MiTBackbone" and seg.MODEL.MIT.VARIANT == "b5"
     assert list(seg.MODEL.LOSS.NAMES) == ["dice", "sigmoid_focal"] and seg.DATASETS.TRAIN == ("skin_hemo_train",)
-    t2 = [_load(f"configs/seeds/{n}_isic2018_task2.yaml")
+    t2 = [_load(f"configs/original_recipes/{n}_isic2018_task2.yaml")
           for n in ("technion_unet", "technion_unet_attention", "technion_unet_convnext_attention", "inception_unet_aspp")]
     assert all(c.DATASETS.TRAIN == ("isic2018_task2_train",) and c.MODEL.SEM_SEG_HEAD.NUM_CLASSES == 5 for c in t2)
     assert [c.MODEL.BACKBONE.NAME for c in t2] == ["UNetEncoder", "UNetEncoder", "TimmBackbone", "TimmBackbone"]
     assert t2[1].MODEL.SEM_SEG_HEAD.UNET_ATTENTION_GATES and t2[1].MODEL.UNET_ENCODER.RESIDUAL
     assert t2[3].MODEL.SEM_SEG_HEAD.UNET_DILATED_BRANCHES.DILATIONS == [2, 3, 4]
-    dl = _load("configs/seeds/deeplabv3plus_R50_isic2017_augmented.yaml")
+    dl = _load("configs/original_recipes/deeplabv3plus_R50_isic2017_augmented.yaml")
     assert dl.SOLVER.LR_SCHEDULER_NAME == "ReduceLROnPlateau" and dl.SOLVER.EARLY_STOPPING.PATIENCE == 10
     assert dl.MODEL.SEM_SEG_HEAD.LOSS_TYPE == "bce+dice"
