@@ -165,7 +165,7 @@ _C.MODEL.SEM_SEG_HEAD.UNET_ATTENTION_GATES = False
 _C.MODEL.SEM_SEG_HEAD.UNET_RESIDUAL = False
 # Pad the normalised batch to a multiple of this (at least the backbone's size_divisibility).
 _C.MODEL.SEM_SEG_HEAD.SIZE_DIVISIBILITY = 32
-# --- U-Net variants (seed recipes) ---
+# --- U-Net variants (recipes of the original per-pixel projects) ---
 # Up-sampling in the U-Net decoder: "bilinear" or "transposed" (learned 2×2 stride-2 ConvTranspose2d).
 _C.MODEL.SEM_SEG_HEAD.UNET_UPSAMPLE = "bilinear"
 # Dropout2d before the U-Net classifier (0 = none).

@@ -33,7 +33,7 @@ def test_config_loads_and_builds(rel):
     assert sum(p.numel() for p in model.parameters()) > 0
 
 
-def test_seed_recipes_keep_their_settings():
+def test_original_recipes_keep_their_settings():
     seg = _load("configs/original_recipes/segformer_mitb5_hemo.yaml")
     assert seg.MODEL.BACKBONE.NAME == "MiTBackbone" and seg.MODEL.MIT.VARIANT == "b5"
     assert list(seg.MODEL.LOSS.NAMES) == ["dice", "sigmoid_focal"] and seg.DATASETS.TRAIN == ("skin_hemo_train",)

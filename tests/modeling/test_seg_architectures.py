@@ -166,7 +166,7 @@ def test_mit_loads_hugging_face_layout(tmp_path):
 
 def test_inception_stages_1_2_frozen_like_the_seed():
     cfg = get_cfg()
-    cfg.merge_from_file(os.path.join(os.path.dirname(__file__), "..", "..", "configs", "seeds",
+    cfg.merge_from_file(os.path.join(os.path.dirname(__file__), "..", "..", "configs", "original_recipes",
                                      "inception_unet_aspp_isic2017_part2.yaml"))
     model = build_model(cfg)
     top = lambda frozen: sorted({n.split(".")[1] for n, p in model.backbone.named_parameters()  # noqa: E731

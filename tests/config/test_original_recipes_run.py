@@ -1,4 +1,4 @@
-"""A seed recipe runs end to end as configured (epoch budget, ReduceLROnPlateau on the validation
+"""A recipe of an original project runs end to end as configured (epoch budget, ReduceLROnPlateau on the validation
 Dice, best checkpoint): the Technion attention U-Net on a tiny ISIC 2018 Task 2 tree."""
 import os
 import sys
@@ -14,7 +14,7 @@ from test_per_pixel_multilabel import task2_root  # noqa: E402,F401  (the Task 2
 
 def test_technion_attention_unet_recipe_trains_and_keeps_best(task2_root):  # noqa: F811 (imported fixture)
     cfg = get_cfg()
-    cfg.merge_from_file(os.path.join(ROOT, "configs", "seeds", "technion_unet_attention_isic2018_task2.yaml"))
+    cfg.merge_from_file(os.path.join(ROOT, "configs", "original_recipes", "technion_unet_attention_isic2018_task2.yaml"))
     cfg.merge_from_list([  # same recipe, tiny widths and images
         "MODEL.UNET_ENCODER.CHANNELS", "[8, 16, 32, 64, 128]", "MODEL.SEM_SEG_HEAD.UNET_DECODER_CHANNELS",
         "[64, 32, 16, 8]", "INPUT.FIXED_SIZE", "(32, 32)", "SOLVER.IMS_PER_BATCH", "2", "SOLVER.MAX_EPOCHS", "3",
