@@ -1,4 +1,4 @@
-"""Seed-project augmentations: rotation by a list of angles, shrink-and-paste, grid / barrel /
+"""Augmentations of the original per-pixel projects: rotation by a list of angles, shrink-and-paste, grid / barrel /
 pincushion distortion, sharpening, colour jitter, random low-res crop — image and masks stay
 aligned, reproducible from the sample seed, reachable from INPUT.* in both mappers; and the dump tool."""
 import os
