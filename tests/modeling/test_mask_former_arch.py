@@ -243,7 +243,7 @@ def test_seed_configs(rel):
     assert m2f.DATASETS.TRAIN == (dataset,) and m2f.MODEL.SEM_SEG_HEAD.FPN_FUSION == "SUM"
 
 
-def test_r50_simaskformer_size_matches_the_seed():
+def test_r50_simaskformer_size_matches_the_original():
     from skinformer.config import get_cfg
 
     cfg = get_cfg()

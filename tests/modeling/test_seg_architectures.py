@@ -164,7 +164,7 @@ def test_mit_loads_hugging_face_layout(tmp_path):
         MiTBackbone(variant="b1", pretrained_file=str(f))
 
 
-def test_inception_stages_1_2_frozen_like_the_seed():
+def test_inception_stages_1_2_frozen_like_the_original():
     cfg = get_cfg()
     cfg.merge_from_file(os.path.join(os.path.dirname(__file__), "..", "..", "configs", "original_recipes",
                                      "inception_unet_aspp_isic2017_part2.yaml"))
