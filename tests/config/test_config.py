@@ -19,7 +19,7 @@ def test_typed_overrides_and_tuple_parsing():
         cfg.merge_from_list(["SOLVER.MAX_ITER", '"many"'])  # str into an int key
 
 
-def test_seed_readme_quirk_without_trailing_comma_is_a_clear_error():
+def test_original_readme_quirk_without_trailing_comma_is_a_clear_error():
     cfg = get_cfg()
     with pytest.raises(ValueError):
         cfg.merge_from_list(["DATASETS.TRAIN", '("isic_sem_seg_train")'])

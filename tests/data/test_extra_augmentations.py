@@ -128,7 +128,7 @@ def _multilabel_dataset(tmp_path):
     return {"file_name": str(tmp_path / "im.png"), "height": 48, "width": 48, "label_file_names": files}
 
 
-def test_every_seed_augmentation_through_the_multilabel_mapper(tmp_path):
+def test_every_extra_augmentation_through_the_multilabel_mapper(tmp_path):
     cfg = get_cfg()
     inp = cfg.INPUT
     inp.MIN_SIZE_TRAIN, inp.CROP.ENABLED = (48,), False

@@ -18,7 +18,7 @@ from skinformer.modeling.meta_arch.build import META_ARCH_REGISTRY
 from skinformer.utils.env import seed_all_rng
 
 
-def test_argument_parser_seed_command_shape():
+def test_argument_parser_original_command_shape():
     args = default_argument_parser().parse_args(
         ["--config-file", "c.yaml", "--num-gpus", "1", "--resume", "DATASETS.TRAIN", '("x",)',
          "SOLVER.IMS_PER_BATCH", "4", "OUTPUT_DIR", "out/x"])
