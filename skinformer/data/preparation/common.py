@@ -8,7 +8,7 @@ import sys
 import zipfile
 from typing import Callable, Dict, List, Optional, Tuple
 
-__all__ = ["base_parser", "datasets_root_from", "extract_zip", "place", "install_member", "check_splits"]
+__all__ = ["base_parser", "add_split_arguments", "datasets_root_from", "extract_zip", "place", "install_member", "check_splits"]
 
 
 def base_parser(description: str) -> argparse.ArgumentParser:
@@ -21,6 +21,13 @@ def base_parser(description: str) -> argparse.ArgumentParser:
                    help="validate the first N images of every split (-1 = all, 0 = only count)")
     return p
 
+
+
+def add_split_arguments(p: argparse.ArgumentParser, test_fraction: float) -> None:
+    """``--seed``, ``--val-fraction`` (default 0.1) and ``--test-fraction`` of a seeded split."""
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--val-fraction", type=float, default=0.1)
+    p.add_argument("--test-fraction", type=float, default=test_fraction)
 
 def datasets_root_from(arg: Optional[str]) -> str:
     """The root to prepare; also exported as ``SKINFORMER_DATASETS`` so error messages name it."""

@@ -20,7 +20,7 @@ import sys
 
 import numpy as np
 
-from .common import base_parser, check_splits, datasets_root_from, extract_zip, install_member
+from .common import add_split_arguments, base_parser, check_splits, datasets_root_from, extract_zip, install_member
 
 from skinformer.data.datasets import kvasir
 from skinformer.data.datasets.coco import image_hw
@@ -68,9 +68,7 @@ def write_instances(base: str, img_dir: str, mask_dir: str) -> str:
 def main(argv=None) -> int:
     p = base_parser(__doc__)
     p.add_argument("--download", default=None, help="kvasir-seg.zip, or the folder holding Kvasir-SEG/")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--val-fraction", type=float, default=0.1)
-    p.add_argument("--test-fraction", type=float, default=0.2)
+    add_split_arguments(p, test_fraction=0.2)
     p.add_argument("--write-instances", action="store_true")
     args = p.parse_args(argv)
     root = datasets_root_from(args.root)

@@ -12,7 +12,7 @@ Result: ``$SKINFORMER_DATASETS/skin/<type>/{train,val,test}/{images,masks}``.
 import os
 import sys
 
-from .common import base_parser, check_splits, datasets_root_from
+from .common import add_split_arguments, base_parser, check_splits, datasets_root_from
 
 from skinformer.data import skin_dataset, skin_masks
 from skinformer.data.datasets import skin
@@ -23,9 +23,7 @@ def main(argv=None) -> int:
     p.add_argument("--raw-root", default=None, help="folder with one sub-folder of raw captures per type")
     p.add_argument("--types", nargs="+", choices=skin.SKIN_TYPES, default=None)
     p.add_argument("--reduce", choices=("max", "luminance"), default="max")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--val-fraction", type=float, default=0.1)
-    p.add_argument("--test-fraction", type=float, default=0.1)
+    add_split_arguments(p, test_fraction=0.1)
     p.add_argument("--overwrite", action="store_true")
     args = p.parse_args(argv)
     root = datasets_root_from(args.root)

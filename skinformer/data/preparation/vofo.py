@@ -23,7 +23,7 @@ import sys
 
 import numpy as np
 
-from .common import base_parser, check_splits, datasets_root_from, place
+from .common import add_split_arguments, base_parser, check_splits, datasets_root_from, place
 
 from skinformer.data.datasets import vofo
 
@@ -56,9 +56,7 @@ def main(argv=None) -> int:
     p.add_argument("--make-splits", action="store_true")
     p.add_argument("--images-dir", default="images")
     p.add_argument("--masks-dir", default="masks")
-    p.add_argument("--val-fraction", type=float, default=0.1)
-    p.add_argument("--test-fraction", type=float, default=0.2)
-    p.add_argument("--seed", type=int, default=0)
+    add_split_arguments(p, test_fraction=0.2)
     args = p.parse_args(argv)
     root = datasets_root_from(args.root)
     base = os.path.join(root, "vofo")
