@@ -159,11 +159,10 @@ def _run_main(main_func, args, rank: int) -> None:
         # the parent re-raises only the first process's error, which is often a peer's
         # "connection reset"; print the real one with its rank
         print(f"[skinformer.launch] rank {rank} failed:\n{traceback.format_exc()}", file=sys.stderr, flush=True)
+        # peers blocked in a collective fail fast instead of waiting for the timeout
+        comm.destroy_process_group(wait_for_peers=False)
         raise
-    finally:
-        if dist.is_initialized():
-            # peers blocked in a collective fail fast instead of waiting for the timeout
-            dist.destroy_process_group()
+    comm.destroy_process_group(wait_for_peers=True)
 
 
 def _run_torchrun(main_func, args, timeout, device) -> None:

@@ -1,5 +1,8 @@
 """Helpers for distributed (multi-process) training. Everything works without a process group."""
 import functools
+import logging
+import time
+from datetime import timedelta
 from typing import Any, List
 
 import numpy as np
@@ -9,7 +12,7 @@ import torch.distributed as dist
 __all__ = [
     "get_world_size", "get_rank", "get_local_rank", "get_local_size", "is_main_process",
     "synchronize", "all_gather", "gather", "all_reduce", "reduce_dict", "shared_random_seed",
-    "create_local_process_group",
+    "create_local_process_group", "destroy_process_group",
 ]
 
 _LOCAL_PROCESS_GROUP = None
@@ -42,6 +45,36 @@ def create_local_process_group(num_workers_per_machine: int) -> None:
         if i == machine_rank:
             _LOCAL_PROCESS_GROUP = pg
     _LOCAL_WORLD_SIZE = num_workers_per_machine
+
+
+def destroy_process_group(wait_for_peers: bool = True, timeout: timedelta = timedelta(seconds=60)) -> None:
+    """Tear down the process groups (no-op without one).
+
+    With ``wait_for_peers`` every rank first checks in through the rendezvous store and waits until all
+    have, so that no rank closes its sockets while a peer still has a collective's last message in
+    flight: gloo then resets the connection and the peer aborts (SIGABRT) after a successful run.
+    Pass ``wait_for_peers=False`` on an error path, where peers blocked in a collective should fail fast
+    rather than wait ``timeout``.
+    """
+    global _LOCAL_PROCESS_GROUP, _LOCAL_WORLD_SIZE
+    if not _ready():
+        return
+    world = dist.get_world_size()
+    if wait_for_peers and world > 1:
+        # the store is reached over its own connection, not gloo's pairs, so using it is safe here
+        store = dist.distributed_c10d._get_default_store()
+        store.add("skinformer/exit", 1)
+        deadline = time.monotonic() + timeout.total_seconds()
+        while store.add("skinformer/exit", 0) < world:
+            if time.monotonic() > deadline:
+                logging.getLogger(__name__).warning(
+                    "Rank %d: not every rank reached shutdown within %s; closing anyway", get_rank(), timeout)
+                break
+            time.sleep(0.01)
+    dist.destroy_process_group()
+    _cpu_group.cache_clear()
+    _LOCAL_PROCESS_GROUP = None
+    _LOCAL_WORLD_SIZE = 1
 
 
 def get_local_rank() -> int:

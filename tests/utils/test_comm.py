@@ -16,3 +16,15 @@ def test_single_process_defaults():
     d = {"x": torch.tensor(1.0)}
     assert comm.reduce_dict(d) is d
     assert isinstance(comm.shared_random_seed(), int)
+
+
+def test_destroy_process_group_allows_a_second_group(tmp_path):
+    import torch.distributed as dist
+
+    comm.destroy_process_group()  # no group: no-op
+    for i in range(2):
+        dist.init_process_group("gloo", init_method=f"file://{tmp_path / f'init{i}'}", rank=0, world_size=1)
+        comm.create_local_process_group(1)  # asserts that no local group is left from the first round
+        assert comm.all_gather(i) == [i]
+        comm.destroy_process_group()
+        assert not dist.is_initialized() and comm.get_local_size() == 1
