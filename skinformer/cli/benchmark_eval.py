@@ -128,7 +128,7 @@ def bench_isic_task1(args, device, workdir) -> Dict:
         f = os.path.join(workdir, f"ISIC_{i:07d}_segmentation.png")
         _link_or_copy(pool_files[i % pool], f)
         inputs.append({"file_name": f"ISIC_{i:07d}.jpg", "image_id": i, "height": h, "width": w, "sem_seg_file_name": f})
-    ev = ISICTask1Evaluator(classes=["lesion"], device=str(device))
+    ev = ISICTask1Evaluator(label_space={"classes": ["lesion"]}, device=str(device))
     t = _time_loop(ev, inputs, lambda i: {"sem_seg": preds[i % pool]}, device, args.repeats)
     t["gt_read_s"] = _time_gt_reads([d["sem_seg_file_name"] for d in inputs])
     t.update(images=len(inputs), headline=("threshold_jaccard", t["results"]["isic_task1"]["threshold_jaccard"]))

@@ -337,7 +337,7 @@ def run_smp_job(job: AccuracyJob, settings: BenchmarkSettings, job_dir: str) -> 
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
         iterations += 1
     wall = time.perf_counter() - start
     net.eval()

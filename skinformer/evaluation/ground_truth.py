@@ -8,7 +8,7 @@ matched by ``file_name``.
 against a semantic dataset's label maps (``sem_seg``, ``isic_task1`` / ``binary``): arguments,
 ``from_config``, output checks and ground-truth lookup live there once.
 """
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -19,7 +19,7 @@ from skinformer.structures.label_space import LabelSpace
 from .evaluator import DatasetEvaluator
 
 __all__ = [
-    "GroundTruthLookup", "mask_metadata_kwargs", "read_label_map", "read_foreground", "read_binary_stack",
+    "GroundTruthLookup", "read_label_map", "read_foreground", "read_binary_stack",
     "check_prediction_size", "check_scores", "LabelMapEvaluator",
 ]
 
@@ -62,14 +62,6 @@ class GroundTruthLookup:
             f"No ground truth '{self.key}' for image {file_name!r} (image_id={input_dict.get('image_id')!r}): "
             f"the input dict has no '{self.key}' and {where} has no entry with that file_name"
         )
-
-
-def mask_metadata_kwargs(meta) -> Dict[str, Any]:
-    """The label-space fields that decoding a dataset's masks needs, as evaluator keyword arguments
-    (defaults applied by :meth:`~skinformer.structures.LabelSpace.from_metadata`)."""
-    space = LabelSpace.from_metadata(meta).as_metadata()
-    space.pop("background_index")
-    return space
 
 
 def read_label_map(file_name: str, space: LabelSpace, device: torch.device) -> torch.Tensor:
@@ -147,19 +139,19 @@ class LabelMapEvaluator(DatasetEvaluator):
     :meth:`_scores_at_gt_size` do the checks every ``process`` needs.
     """
 
-    def __init__(self, *, classes: Sequence[str], ignore_label: int = 255, has_background_class: bool = False,
-                 background_index: int = 0, mask_encoding: str = "binary", gray_values: Optional[dict] = None,
-                 mat_key: str = "smgt", dataset_name: Optional[str] = None, gt_table: Optional[Dict[str, str]] = None,
-                 threshold: float = 0.5, output_dir: Optional[str] = None, device: str = "cpu",
-                 task_name: str = "sem_seg", resize_to_gt: bool = False):
+    def __init__(self, *, label_space: Union[LabelSpace, Mapping[str, Any]], dataset_name: Optional[str] = None,
+                 gt_table: Optional[Dict[str, str]] = None, threshold: Optional[float] = None,
+                 output_dir: Optional[str] = None, device: str = "cpu", task_name: str = "sem_seg",
+                 resize_to_gt: bool = False):
         """
         Args:
-            classes: class names of the ``sem_seg`` channels (``len == K``; ``["lesion"]`` for binary data).
-            ignore_label / has_background_class / mask_encoding / gray_values / mat_key: how the
-                ground-truth files are decoded (dataset metadata, see ``skinformer.data.mask_io``).
-            background_index: the background class when ``has_background_class``.
+            label_space: classes of the ``sem_seg`` channels (``len == K``; ``["lesion"]`` for binary
+                data), the background rule, ignore label and how ground-truth files are decoded: a
+                :class:`~skinformer.structures.LabelSpace`, or dataset metadata / a mapping with at least
+                ``classes`` (:meth:`LabelSpace.from_metadata <skinformer.structures.LabelSpace.from_metadata>`
+                applies the defaults).
             dataset_name / gt_table: where to find ``sem_seg_file_name`` when the input dicts lack it.
-            threshold: decision threshold on the scores when background is not a class (``TEST.THRESHOLD``).
+            threshold: overrides the label space's decision threshold (``TEST.THRESHOLD``).
             output_dir: where the subclass writes its files (``None``: nothing is written).
             device: where statistics are reduced across processes (``cfg.MODEL.DEVICE``).
             task_name: key of the results (``{task_name: {metric: value}}``).
@@ -169,11 +161,8 @@ class LabelMapEvaluator(DatasetEvaluator):
                 decision rule, so metrics are computed at the ground-truth resolution. Off: a size
                 mismatch is an error.
         """
-        self._space = LabelSpace(classes=tuple(classes), ignore_label=int(ignore_label),
-                                 background_is_class=bool(has_background_class), background_index=int(background_index),
-                                 mask_encoding=mask_encoding, gray_values=gray_values, mat_key=mat_key,
-                                 threshold=float(threshold))
-        self._classes = list(classes)
+        self._space = LabelSpace.from_metadata(label_space, threshold=threshold)
+        self._classes = list(self._space.classes)
         self._num_classes = len(self._classes)
         self._ignore = self._space.ignore_label
         self._gt = GroundTruthLookup("sem_seg_file_name", dataset_name, gt_table)
@@ -188,9 +177,9 @@ class LabelMapEvaluator(DatasetEvaluator):
         from skinformer.data.catalog import MetadataCatalog
 
         meta = MetadataCatalog.get(dataset_name)
-        return dict(mask_metadata_kwargs(meta), dataset_name=dataset_name, output_dir=output_dir,
-                    threshold=cfg.TEST.THRESHOLD,
-                    device=cfg.MODEL.DEVICE, resize_to_gt=meta.get("resize_predictions_to_gt", False))
+        return dict(label_space=LabelSpace.from_metadata(meta, threshold=cfg.TEST.THRESHOLD),
+                    dataset_name=dataset_name, output_dir=output_dir, device=cfg.MODEL.DEVICE,
+                    resize_to_gt=meta.get("resize_predictions_to_gt", False))
 
     def _scores_and_gt_file(self, input_dict: dict, output: dict) -> Tuple[torch.Tensor, str]:
         """The checked ``K×H×W`` scores of one output and the ground-truth file of its input."""

@@ -52,9 +52,8 @@ class ISICTask1Evaluator(LabelMapEvaluator):
         Args:
             task_name: key of the results (``"binary"`` for the ``binary`` evaluator type).
             kwargs: the ground-truth and decision arguments of
-                :class:`~skinformer.evaluation.ground_truth.LabelMapEvaluator` (``classes``,
-                ``ignore_label``, the background rule, ``background_index``, ``mask_encoding``,
-                ``gray_values``, ``mat_key``, ``dataset_name``, ``gt_table``, ``threshold``, ``device``).
+                :class:`~skinformer.evaluation.ground_truth.LabelMapEvaluator` (``label_space``,
+                ``dataset_name``, ``gt_table``, ``threshold``, ``device``, ``resize_to_gt``).
                 With ``output_dir``, per-image counts and metrics are written to
                 ``<task>_per_image.csv`` (the only case where per-image data is gathered across processes).
         """

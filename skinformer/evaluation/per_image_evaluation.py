@@ -18,18 +18,17 @@ import csv
 import logging
 import math
 import os
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Union
 
 import torch
 
 from skinformer.config import configurable
+from skinformer.structures.label_space import LabelSpace
 from skinformer.utils import comm
 
 from .build import EVALUATOR_REGISTRY
 from .evaluator import DatasetEvaluator
-from .ground_truth import GroundTruthLookup, check_scores, mask_metadata_kwargs, read_binary_stack, read_label_map
-from skinformer.structures.label_space import LabelSpace
-
+from .ground_truth import GroundTruthLookup, check_scores, read_binary_stack, read_label_map
 from .metrics import multilabel_confusion
 from .per_image_metrics import (
     PER_IMAGE_KEYS, boundary_iou, confusion_summary, foreground_background_iou, hd95, per_image_roc_auc,
@@ -43,27 +42,24 @@ logger = logging.getLogger(__name__)
 
 class PerImageEvaluator(DatasetEvaluator):
     @configurable
-    def __init__(self, *, classes: Sequence[str], multi_label: bool = False, has_background_class: bool = False,
-                 ignore_label: int = 255, mask_encoding: str = "binary", gray_values=None, mat_key: str = "smgt",
-                 background_index: int = 0, dataset_name: Optional[str] = None, threshold: float = 0.5,
-                 empty: str = "one", roc_auc: bool = False, output_dir: Optional[str] = None):
+    def __init__(self, *, label_space: Union[LabelSpace, Mapping[str, Any]], dataset_name: Optional[str] = None,
+                 threshold: Optional[float] = None, empty: str = "one", roc_auc: bool = False,
+                 output_dir: Optional[str] = None):
         """
         Args:
-            classes: names of the ``sem_seg`` channels.
-            multi_label: ground truth is ``label_file_names`` and each class is thresholded on its own.
-            has_background_class, ignore_label, mask_encoding, gray_values, mat_key: label-map decoding.
-            threshold: decision threshold (``TEST.THRESHOLD``; :class:`~skinformer.structures.LabelSpace`).
+            label_space: classes of the ``sem_seg`` channels, the background rule, multi-label (ground
+                truth is then ``label_file_names`` and each class is thresholded on its own) and
+                ground-truth decoding: a :class:`~skinformer.structures.LabelSpace`, or dataset metadata /
+                a mapping with at least ``classes`` (defaults applied by ``LabelSpace.from_metadata``).
+            threshold: overrides the label space's decision threshold (``TEST.THRESHOLD``).
             empty: empty-image convention, "one" / "skip" / "zero".
             roc_auc: also per-image, per-class ROC-AUC from the scores.
         """
-        self._space = LabelSpace(classes=tuple(classes), ignore_label=int(ignore_label),
-                                 background_is_class=bool(has_background_class), background_index=int(background_index),
-                                 multi_label=bool(multi_label), mask_encoding=mask_encoding, gray_values=gray_values,
-                                 mat_key=mat_key, threshold=float(threshold))
-        self._classes = list(classes)
+        self._space = LabelSpace.from_metadata(label_space, threshold=threshold)
+        self._classes = list(self._space.classes)
         self._multi_label = self._space.multi_label
         self._ignore = self._space.ignore_label
-        key = "label_file_names" if multi_label else "sem_seg_file_name"
+        key = "label_file_names" if self._multi_label else "sem_seg_file_name"
         self._gt = GroundTruthLookup(key, dataset_name, None)
         self._empty = empty
         self._roc_auc = bool(roc_auc)
@@ -76,14 +72,9 @@ class PerImageEvaluator(DatasetEvaluator):
     def from_config(cls, cfg, dataset_name: str, output_dir: Optional[str] = None) -> Dict[str, Any]:
         from skinformer.data.catalog import MetadataCatalog
 
-        meta = MetadataCatalog.get(dataset_name)
-        multi = meta.get("mapper", "") == "MultiLabelMapper"
-        kw = dict(classes=list(meta.classes)) if multi else mask_metadata_kwargs(meta)
-        kw = {k: v for k, v in kw.items() if k in ("classes", "has_background_class", "ignore_label", "mask_encoding",
-                                                   "gray_values", "mat_key", "background_index")}
         node = cfg.TEST.PER_IMAGE
-        return dict(kw, multi_label=multi, dataset_name=dataset_name, empty=node.EMPTY, roc_auc=node.ROC_AUC,
-                    output_dir=output_dir, threshold=cfg.TEST.THRESHOLD)
+        return dict(label_space=LabelSpace.from_metadata(MetadataCatalog.get(dataset_name), threshold=cfg.TEST.THRESHOLD),
+                    dataset_name=dataset_name, empty=node.EMPTY, roc_auc=node.ROC_AUC, output_dir=output_dir)
 
     def reset(self) -> None:
         self._rows: List[Dict[str, Any]] = []  # one per image: name, K×M scores, binary extras

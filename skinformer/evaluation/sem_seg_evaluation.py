@@ -44,10 +44,9 @@ class SemSegEvaluator(LabelMapEvaluator):
             roc_auc, roc_auc_bins: also compute per-class ROC-AUC from a ``roc_auc_bins`` histogram.
             task_name: key of the results.
             kwargs: the ground-truth and decision arguments of
-                :class:`~skinformer.evaluation.ground_truth.LabelMapEvaluator` (``classes``,
-                ``ignore_label``, the background rule, ``background_index`` for the ``*_fg``
-                means, ``mask_encoding``, ``gray_values``, ``mat_key``, ``dataset_name``, ``gt_table``,
-                ``threshold``, ``device``). With ``output_dir``, ``sem_seg_evaluation.json`` (results
+                :class:`~skinformer.evaluation.ground_truth.LabelMapEvaluator` (``label_space``, whose
+                background class is left out of the ``*_fg`` means, ``dataset_name``, ``gt_table``,
+                ``threshold``, ``device``, ``resize_to_gt``). With ``output_dir``, ``sem_seg_evaluation.json`` (results
                 + confusion matrix) is written there.
         """
         self._roc_auc = roc_auc

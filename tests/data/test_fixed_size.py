@@ -159,12 +159,12 @@ def test_evaluator_scores_at_ground_truth_resolution(tmp_path):
     scores = torch.zeros(1, 40, 40)
     scores[0, 10:30, 10:30] = 1.0
     inp = {"file_name": "x.jpg", "image_id": "x", "height": 40, "width": 40, "sem_seg_file_name": gt_file}
-    ev = ISICTask1Evaluator(classes=["lesion"], resize_to_gt=True)
+    ev = ISICTask1Evaluator(label_space={"classes": ["lesion"]}, resize_to_gt=True)
     ev.reset()
     ev.process([inp], [{"sem_seg": scores}])
     r = ev.evaluate()["isic_task1"]
     assert r["jaccard"] > 0.95
-    strict = ISICTask1Evaluator(classes=["lesion"])
+    strict = ISICTask1Evaluator(label_space={"classes": ["lesion"]})
     with pytest.raises(ValueError, match="80×120"):
         strict.process([inp], [{"sem_seg": scores}])
 

@@ -57,9 +57,9 @@ def _gt_dicts(items):
 
 def _evaluate(items, rank, world):
     evs = {
-        "t1": ISICTask1Evaluator(classes=["lesion"]),
+        "t1": ISICTask1Evaluator(label_space={"classes": ["lesion"]}),
         "t2": ISICTask2Evaluator(classes=["x", "y"]),
-        "ss": SemSegEvaluator(classes=["a", "b"], mask_encoding="index", roc_auc=True, roc_auc_bins=32),
+        "ss": SemSegEvaluator(label_space={"classes": ["a", "b"], "mask_encoding": "index"}, roc_auc=True, roc_auc_bins=32),
         "coco": COCOInstanceEvaluator(classes=["polyp"], dataset_dicts=_gt_dicts(items)),
     }
     for e in evs.values():

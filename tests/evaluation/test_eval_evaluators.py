@@ -34,7 +34,7 @@ def _task1_case(tmp_path):
 
 def test_isic_task1_evaluator_known_answer(tmp_path):
     inputs, outputs = _task1_case(tmp_path)
-    ev = ISICTask1Evaluator(classes=["lesion"], output_dir=str(tmp_path / "out"))
+    ev = ISICTask1Evaluator(label_space={"classes": ["lesion"]}, output_dir=str(tmp_path / "out"))
     ev.reset()
     ev.process(inputs[:2], outputs[:2])
     ev.process(inputs[2:], outputs[2:])
@@ -58,7 +58,7 @@ def test_isic_task1_no_minmax_no_tp_substitution(tmp_path):
     f = write_mask(tmp_path / "gt.png", g)
     scores = torch.full((1, 6, 6), 0.2)
     scores[0, 0, 0] = 0.3
-    ev = ISICTask1Evaluator(classes=["lesion"])
+    ev = ISICTask1Evaluator(label_space={"classes": ["lesion"]})
     ev.process([{"file_name": "a", "height": 6, "width": 6, "sem_seg_file_name": f}], [{"sem_seg": scores}])
     r = ev.evaluate()["isic_task1"]
     assert r["jaccard"] == 1.0 and r["pooled_recall"] == 0.0 and r["pooled_precision"] == 0.0
@@ -66,7 +66,7 @@ def test_isic_task1_no_minmax_no_tp_substitution(tmp_path):
 
 def test_isic_task1_errors_name_the_file(tmp_path):
     f = write_mask(tmp_path / "gt.png", np.zeros((4, 5), dtype=bool))
-    ev = ISICTask1Evaluator(classes=["lesion"])
+    ev = ISICTask1Evaluator(label_space={"classes": ["lesion"]})
     with pytest.raises(ValueError, match="gt.png"):
         ev.process([{"file_name": "x.jpg", "sem_seg_file_name": f}], [{"sem_seg": torch.zeros(1, 4, 6)}])
     with pytest.raises(ValueError, match="original resolution"):
@@ -79,7 +79,7 @@ def test_isic_task1_errors_name_the_file(tmp_path):
 def test_gt_found_through_dataset_dicts(tmp_path):
     g = rect(4, 4, 0, 2, 0, 2)
     f = write_mask(tmp_path / "gt.png", g)
-    ev = ISICTask1Evaluator(classes=["lesion"], gt_table={"img.jpg": f})
+    ev = ISICTask1Evaluator(label_space={"classes": ["lesion"]}, gt_table={"img.jpg": f})
     ev.process([{"file_name": "img.jpg", "height": 4, "width": 4}], [{"sem_seg": scores_from_fg(g)}])
     assert ev.evaluate()["isic_task1"]["jaccard"] == 1.0
 
@@ -89,7 +89,7 @@ def test_task1_with_background_class_index_masks(tmp_path):
     gt = np.array([[0, 1, 2, 255]], dtype=np.uint8)
     f = write_mask(tmp_path / "gt.png", gt)
     scores = torch.tensor([[[0.9, 0.1, 0.9, 0.9]], [[0.05, 0.8, 0.05, 0.05]], [[0.05, 0.1, 0.05, 0.05]]])
-    ev = ISICTask1Evaluator(classes=["bg", "a", "b"], has_background_class=True, mask_encoding="index")
+    ev = ISICTask1Evaluator(label_space={"classes": ["bg", "a", "b"], "has_background_class": True, "mask_encoding": "index"})
     ev.process([{"file_name": "i", "height": 1, "width": 4, "sem_seg_file_name": f}], [{"sem_seg": scores}])
     r = ev.evaluate()["isic_task1"]
     # fg pred = [F, T, F, (ignored)], fg gt = [F, T, T] -> tp 1, fn 1, tn 1
@@ -143,7 +143,7 @@ def _sem_seg_case(tmp_path, roc=False):
         outputs.append({"sem_seg": scores})
         gts.append(gt)
         preds.append(M.labels_from_scores(scores, False).numpy())
-    ev = SemSegEvaluator(classes=classes, mask_encoding="index", roc_auc=roc, roc_auc_bins=64,
+    ev = SemSegEvaluator(label_space={"classes": classes, "mask_encoding": "index"}, roc_auc=roc, roc_auc_bins=64,
                          output_dir=str(tmp_path / "out"))
     return ev, inputs, outputs, gts, preds, classes
 

@@ -55,7 +55,7 @@ def test_inference_on_dataset_results_and_timing(tmp_path, caplog):
     model.train()
     timings = {}
     with caplog.at_level(logging.INFO, logger="skinformer"):
-        res = inference_on_dataset(model, _loader(tmp_path), [ISICTask1Evaluator(classes=["lesion"]), CountingEvaluator()],
+        res = inference_on_dataset(model, _loader(tmp_path), [ISICTask1Evaluator(label_space={"classes": ["lesion"]}), CountingEvaluator()],
                                    num_warmup=2, timings=timings, log_period_s=0.0)
     assert res["isic_task1"]["threshold_jaccard"] == 1.0
     assert res["count"]["images"] == 8.0

@@ -50,7 +50,7 @@ def test_isic_fullres_masks_task1_and_tool(tmp_path):
     from skinformer.data import mask_io
 
     masks = sorted(os.listdir(os.path.join(FULLRES, "masks")))[:2]
-    ev = ISICTask1Evaluator(classes=["lesion"])
+    ev = ISICTask1Evaluator(label_space={"classes": ["lesion"]})
     pred_dir = tmp_path / "pred"
     gt_dir = tmp_path / "gt"
     pred_dir.mkdir()

@@ -70,7 +70,7 @@ def test_fg_bg_iou_and_confusion_summary():
 def test_binary_evaluator_means_over_images(tmp_path):
     gt1, gt2 = rect(10, 10, 0, 5, 0, 5), np.zeros((10, 10), bool)
     files = [write_mask(tmp_path / "g1.png", gt1), write_mask(tmp_path / "g2.png", gt2)]
-    ev = PerImageEvaluator(classes=["lesion"], empty="one", roc_auc=True, output_dir=str(tmp_path / "o"))
+    ev = PerImageEvaluator(label_space={"classes": ["lesion"]}, empty="one", roc_auc=True, output_dir=str(tmp_path / "o"))
     pred1 = rect(10, 10, 0, 5, 0, 4)  # 20 of 25, no fp: jaccard 0.8
     ev.process([{"file_name": "a", "sem_seg_file_name": files[0]}], [{"sem_seg": scores_from_fg(pred1)}])
     ev.process([{"file_name": "b", "sem_seg_file_name": files[1]}], [{"sem_seg": scores_from_fg(gt2)}])
@@ -83,7 +83,7 @@ def test_binary_evaluator_means_over_images(tmp_path):
     assert r["pACC"] == pytest.approx(195 / 200) and "hd95" in r and "boundary_iou" in r
     lines = (tmp_path / "o" / "per_image_metrics.csv").read_text().splitlines()
     assert len(lines) == 3 and lines[0].startswith("file_name,class,jaccard")
-    ev2 = PerImageEvaluator(classes=["lesion"], empty="skip")
+    ev2 = PerImageEvaluator(label_space={"classes": ["lesion"]}, empty="skip")
     ev2.process([{"file_name": "a", "sem_seg_file_name": files[0]}], [{"sem_seg": scores_from_fg(pred1)}])
     ev2.process([{"file_name": "b", "sem_seg_file_name": files[1]}], [{"sem_seg": scores_from_fg(gt2)}])
     assert ev2.evaluate()["per_image"]["jaccard"] == pytest.approx(0.8)  # the empty image is skipped
@@ -94,7 +94,7 @@ def test_multiclass_label_map_and_ignore(tmp_path):
     lab[:, 3:] = 1
     lab[0, 0] = 255  # ignored
     f = write_mask(tmp_path / "l.png", lab)
-    ev = PerImageEvaluator(classes=["bg", "a"], has_background_class=True, mask_encoding="index")
+    ev = PerImageEvaluator(label_space={"classes": ["bg", "a"], "has_background_class": True, "mask_encoding": "index"})
     scores = torch.zeros(2, 6, 6)
     scores[0] = 1.0
     scores[0, :, 3:5] = 0.0
