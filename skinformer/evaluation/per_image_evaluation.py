@@ -73,8 +73,9 @@ class PerImageEvaluator(DatasetEvaluator):
         from skinformer.data.catalog import MetadataCatalog
 
         node = cfg.TEST.PER_IMAGE
-        return dict(label_space=LabelSpace.from_metadata(MetadataCatalog.get(dataset_name), threshold=cfg.TEST.THRESHOLD),
-                    dataset_name=dataset_name, empty=node.EMPTY, roc_auc=node.ROC_AUC, output_dir=output_dir)
+        space = LabelSpace.from_metadata(MetadataCatalog.get(dataset_name), threshold=cfg.TEST.THRESHOLD)
+        return dict(label_space=space, dataset_name=dataset_name, empty=node.EMPTY, roc_auc=node.ROC_AUC,
+                    output_dir=output_dir)
 
     def reset(self) -> None:
         self._rows: List[Dict[str, Any]] = []  # one per image: name, K×M scores, binary extras

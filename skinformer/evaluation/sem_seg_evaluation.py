@@ -46,8 +46,8 @@ class SemSegEvaluator(LabelMapEvaluator):
             kwargs: the ground-truth and decision arguments of
                 :class:`~skinformer.evaluation.ground_truth.LabelMapEvaluator` (``label_space``, whose
                 background class is left out of the ``*_fg`` means, ``dataset_name``, ``gt_table``,
-                ``threshold``, ``device``, ``resize_to_gt``). With ``output_dir``, ``sem_seg_evaluation.json`` (results
-                + confusion matrix) is written there.
+                ``threshold``, ``device``, ``resize_to_gt``). With ``output_dir``,
+                ``sem_seg_evaluation.json`` (results + confusion matrix) is written there.
         """
         self._roc_auc = roc_auc
         self._roc_bins = roc_auc_bins
