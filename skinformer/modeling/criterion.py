@@ -214,6 +214,21 @@ class SetCriterion(nn.Module):
         src_idx = torch.cat([src for src, _ in indices])
         return batch_idx.to(device), src_idx.to(device)
 
+    @classmethod
+    def _matched(cls, pred: torch.Tensor, indices: Indices) -> torch.Tensor:
+        """``pred[b, src]`` of every matched pair, image by image: ``B×Q×... -> N×...``.
+
+        When every query of every image is matched in order (the denoising queries of a batch
+        whose images have the same number of objects) this is ``pred`` flattened: a view, which
+        spares the copy and the zero-filled full-size gradient of an index.
+        """
+        num_queries = pred.shape[1]
+        if len(indices) == pred.shape[0] and all(
+                len(src) == num_queries and bool((src.cpu() == torch.arange(num_queries)).all())
+                for src, _ in indices):
+            return pred.flatten(0, 1)
+        return pred[cls._src_idx(indices, pred.device)]
+
     def loss_labels(self, outputs, targets, indices: Indices, num_masks: float) -> Dict[str, torch.Tensor]:
         """CE over K+1 with the no-object weight (mean), or sigmoid focal summed / num_masks.
         Queries without a match are no-object."""
@@ -237,8 +252,7 @@ class SetCriterion(nn.Module):
         if "pred_boxes" not in outputs:
             return {}
         pred = outputs["pred_boxes"]
-        idx = self._src_idx(indices, pred.device)
-        src_boxes = pred[idx].float()
+        src_boxes = self._matched(pred, indices).float()
         tgt_boxes = torch.cat([t["boxes"][J] for t, (_, J) in zip(targets, indices)]).to(pred.device).float()
         loss_bbox = F.l1_loss(src_boxes, tgt_boxes, reduction="none").sum() / num_masks
         giou = torch.diag(generalized_box_iou(box_cxcywh_to_xyxy(src_boxes), box_cxcywh_to_xyxy(tgt_boxes)))
@@ -249,8 +263,7 @@ class SetCriterion(nn.Module):
         """BCE and dice per matched pair, summed / num_masks: on PointRend points (the most
         uncertain of oversampled random points plus fresh random ones) or on the whole grid."""
         pred = outputs["pred_masks"]
-        idx = self._src_idx(indices, pred.device)
-        src_masks = pred[idx].float()
+        src_masks = self._matched(pred, indices).float()
         if src_masks.shape[0] == 0:
             zero = pred.sum() * 0.0
             return {"loss_mask": zero, "loss_dice": zero}

@@ -243,3 +243,20 @@ def test_grid_mask_losses_cover_denoising_and_empty_images():
 def test_unknown_mask_sampling_is_named():
     with pytest.raises(ValueError, match="mask_sampling.*'dense'"):
         _criterion(mask_sampling="dense")
+
+
+def test_matched_pairs_of_all_queries_in_order_are_a_view_with_the_same_gradient():
+    torch.manual_seed(0)
+    pred = torch.randn(3, 4, 5, 5, requires_grad=True)
+    full = [(torch.arange(4), torch.tensor([2, 0, 1, 3])) for _ in range(3)]
+    partial = [(torch.tensor([1, 3]), torch.tensor([0, 1])), (torch.arange(4), torch.arange(4)),
+               (torch.tensor([], dtype=torch.long), torch.tensor([], dtype=torch.long))]
+    for indices in (full, partial):
+        got = SetCriterion._matched(pred, indices)
+        want = pred[SetCriterion._src_idx(indices, pred.device)]
+        assert torch.equal(got, want)
+        weights = torch.randn_like(want)
+        (g_got,) = torch.autograd.grad((got * weights).sum(), pred)
+        (g_want,) = torch.autograd.grad((want * weights).sum(), pred)
+        assert torch.equal(g_got, g_want)
+    assert SetCriterion._matched(pred, full).data_ptr() == pred.data_ptr()  # no copy

@@ -313,3 +313,31 @@ def test_simaskformer_ablation_switches(overrides, present, absent, caplog):
     sum(losses.values()).backward()
     model.eval()
     assert model([make_input(seed=2)])[0]["sem_seg"].shape == (1, 64, 64)
+
+
+@pytest.mark.parametrize("multilabel,num_classes", [(False, 1), (False, 3), (True, 3)])
+def test_combine_masks_in_chunks_is_the_dense_formula(multilabel, num_classes):
+    import types
+
+    import torch.nn.functional as F
+
+    from skinformer.modeling.meta_arch.mask_former import _MASK_CHUNK, MaskFormer
+
+    torch.manual_seed(0)
+    q = 2 * _MASK_CHUNK + 3  # chunks of every size, the last one partial
+    probs = torch.rand(q, num_classes) / q
+    logits = torch.randn(q, 6, 7) * 4
+    model = types.SimpleNamespace(multilabel_on=multilabel, num_classes=num_classes)
+    up = lambda m: F.interpolate(m[None], size=(12, 14), mode="bilinear", align_corners=False)[0]  # noqa: E731
+    got = MaskFormer.combine_masks(model, probs, logits, up)
+    masks = up(logits).sigmoid()
+    if multilabel:
+        want = torch.stack([(probs[:, c, None, None] * masks).amax(0) for c in range(num_classes)])
+    else:
+        want = torch.einsum("qc,qhw->chw", probs, masks)
+        want = want.clamp(0, 1) if num_classes == 1 else want
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    # without a resize the logits are left as they are
+    before = logits.clone()
+    MaskFormer.combine_masks(model, probs, logits)
+    assert torch.equal(logits, before)

@@ -51,6 +51,18 @@ def test_pairwise_mask_costs_match_per_pair_losses():
             assert dice[q, t].item() == pytest.approx(ref.item(), rel=1e-5)
 
 
+def test_pairwise_bce_cost_stays_exact_for_confident_logits():
+    # the cost is Σ softplus(x) - x·t: check the cancellation against per-pair BCE for large |x|
+    torch.manual_seed(0)
+    targets = (torch.rand(2, 4096) > 0.5).float()
+    logits = torch.where(torch.rand(3, 4096) > 0.5, 30.0, -30.0) * (2 * targets[0] - 1) + torch.randn(3, 4096)
+    cost = batch_sigmoid_ce_cost(logits, targets)
+    for q in range(3):
+        for t in range(2):
+            ref = F.binary_cross_entropy_with_logits(logits[q].double(), targets[t].double())
+            assert cost[q, t].item() == pytest.approx(ref.item(), rel=1e-5, abs=1e-5)
+
+
 @pytest.mark.parametrize("sampling", ["points", "grid"])
 def test_mask_costs_pick_the_overlapping_query(sampling):
     # GT 0 = left half, GT 1 = right half; query 2 predicts the left half, query 0 the right half.

@@ -23,7 +23,7 @@ Inference outputs at the original resolution (``height``, ``width`` of the input
   windows' score maps are blended where they overlap (:class:`~..sliding_window.SlidingWindow`).
 """
 import logging
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -46,6 +46,9 @@ from .build import META_ARCH_REGISTRY
 __all__ = ["MaskFormer", "SiMaskFormer"]
 
 logger = logging.getLogger(__name__)
+
+# queries whose masks are resized and combined at a time at inference
+_MASK_CHUNK = 16
 
 
 @META_ARCH_REGISTRY.register()
@@ -277,13 +280,25 @@ class MaskFormer(nn.Module):
             return logits.float().softmax(-1)[..., :-1]
         return logits.float().sigmoid()
 
-    def combine_masks(self, probs: torch.Tensor, mask_logits: torch.Tensor) -> torch.Tensor:
-        """Per-class score maps from ``Q×K`` class probabilities and ``Q×H×W`` mask logits -> ``K×H×W``."""
-        masks = mask_logits.float().sigmoid()
-        if self.multilabel_on:
-            return torch.stack([(probs[:, c, None, None] * masks).amax(0) for c in range(probs.shape[1])])
-        sem = torch.einsum("qc,qhw->chw", probs, masks)
-        return sem.clamp(0.0, 1.0) if self.num_classes == 1 else sem
+    def combine_masks(self, probs: torch.Tensor, mask_logits: torch.Tensor,
+                      resize: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> torch.Tensor:
+        """Per-class score maps ``K×H×W`` from ``Q×K`` class probabilities and ``Q×h×w`` mask logits:
+        ``Σ_q p_qc·σ(m_q)`` (multi-label: ``max_q``). ``resize`` maps logits ``n×h×w`` to the output
+        size ``n×H×W`` before the sigmoid (default: none)."""
+        out = None
+        # A few queries at a time: full-size maps of every query would be written and read back
+        # from memory once more (100 × 512² floats = 100 MB), which costs more than the arithmetic.
+        for start in range(0, mask_logits.shape[0], _MASK_CHUNK):
+            m = mask_logits[start: start + _MASK_CHUNK].float()
+            m = (resize(m) if resize is not None else m.clone()).sigmoid_()
+            p = probs[start: start + _MASK_CHUNK]
+            if self.multilabel_on:
+                part = torch.stack([(p[:, c, None, None] * m).amax(0) for c in range(p.shape[1])])
+                out = part if out is None else torch.maximum(out, part)
+            else:
+                part = torch.einsum("qc,qhw->chw", p, m)
+                out = part if out is None else out.add_(part)
+        return out.clamp(0.0, 1.0) if self.num_classes == 1 and not self.multilabel_on else out
 
     def _upsample(self, mask_logits: torch.Tensor, size) -> torch.Tensor:
         """``Q×h×w`` -> ``Q×H×W`` (bilinear)."""
@@ -295,11 +310,11 @@ class MaskFormer(nn.Module):
         # float32 even under autocast: the outputs are probabilities
         with torch.autocast(device_type=self.device.type, enabled=False):
             probs = self.class_probs(outputs["pred_logits"][i])
-            masks = self._upsample(outputs["pred_masks"][i], padded_size)
             if self.sem_seg_postprocess_before_inference:
-                masks = sem_seg_postprocess(masks, image_size, *out_size)
-                return self.combine_masks(probs, masks)
-            return sem_seg_postprocess(self.combine_masks(probs, masks), image_size, *out_size)
+                return self.combine_masks(probs, outputs["pred_masks"][i], lambda m: sem_seg_postprocess(
+                    self._upsample(m, padded_size), image_size, *out_size))
+            scores = self.combine_masks(probs, outputs["pred_masks"][i], lambda m: self._upsample(m, padded_size))
+            return sem_seg_postprocess(scores, image_size, *out_size)
 
     def _window_scores(self, crops: List[torch.Tensor]) -> List[torch.Tensor]:
         """Score maps ``K×h×w`` of uint8 ``3×h×w`` window crops (one batch)."""

@@ -263,8 +263,11 @@ class MaskDenoiser(nn.Module):
 def split_dn_outputs(predictions: List[Dict[str, torch.Tensor]], pad_size: int
                      ) -> Tuple[List[Dict[str, torch.Tensor]], List[Dict[str, torch.Tensor]]]:
     """Split every prediction set (dicts of ``B×(D+Q)×...`` tensors) into DN and matching parts."""
-    dn = [{k: v[:, :pad_size] for k, v in p.items()} for p in predictions]
-    match = [{k: v[:, pad_size:] for k, v in p.items()} for p in predictions]
+    # One split per tensor, not two slices: the backward of a split writes both gradients into
+    # one buffer, where two slices would each zero-fill a full-size gradient and then add them.
+    parts = [{k: v.split([pad_size, v.shape[1] - pad_size], dim=1) for k, v in p.items()} for p in predictions]
+    dn = [{k: v[0] for k, v in p.items()} for p in parts]
+    match = [{k: v[1] for k, v in p.items()} for p in parts]
     return dn, match
 
 
