@@ -185,12 +185,26 @@ def maybe_add_gradient_clipping(cfg, optimizer_type: Type[torch.optim.Optimizer]
 # ------------------------------------------------------------------------------------------
 # Optimizers (name -> constructor from (param groups, cfg, optimizer class))
 # ------------------------------------------------------------------------------------------
+_FUSED_DEVICES = ("cpu", "cuda")
+
+
+def _fused(params, cfg) -> Dict[str, bool]:
+    """``{"fused": True}`` when ``SOLVER.FUSED_OPTIMIZER`` is on and torch has the fused kernel for
+    every parameter (floating point, on CPU or CUDA); else torch's default implementation."""
+    if not cfg.SOLVER.FUSED_OPTIMIZER:
+        return {}
+    tensors = [p for g in params for p in g["params"]]
+    if all(p.is_floating_point() and p.device.type in _FUSED_DEVICES for p in tensors):
+        return {"fused": True}
+    return {}
+
+
 def _adamw(params, cfg):
-    return torch.optim.AdamW, {"lr": cfg.SOLVER.BASE_LR, "betas": tuple(cfg.SOLVER.BETAS)}
+    return torch.optim.AdamW, {"lr": cfg.SOLVER.BASE_LR, "betas": tuple(cfg.SOLVER.BETAS), **_fused(params, cfg)}
 
 
 def _adam(params, cfg):
-    return torch.optim.Adam, {"lr": cfg.SOLVER.BASE_LR, "betas": tuple(cfg.SOLVER.BETAS)}
+    return torch.optim.Adam, {"lr": cfg.SOLVER.BASE_LR, "betas": tuple(cfg.SOLVER.BETAS), **_fused(params, cfg)}
 
 
 def _sgd(params, cfg):
@@ -233,7 +247,8 @@ def build_optimizer(cfg, model: torch.nn.Module) -> torch.optim.Optimizer:
     optimizer_type, kwargs = OPTIMIZERS[name](params, cfg)
     optimizer = maybe_add_gradient_clipping(cfg, optimizer_type)(params, **kwargs)
     logger.info(
-        "Optimizer %s with %d param groups: %s", type(optimizer).__name__, len(optimizer.param_groups),
+        "Optimizer %s%s with %d param groups: %s", type(optimizer).__name__,
+        " (fused)" if optimizer.defaults.get("fused") else "", len(optimizer.param_groups),
         "; ".join(f"{len(g['params'])} params lr={g['lr']:.3g} wd={g['weight_decay']:.3g}"
                   for g in optimizer.param_groups),
     )
