@@ -83,7 +83,7 @@ class DemoApp:
         palette = parse_colors(colors, model.palette)
         out = self._outdir()
         gallery, rows, mask_files = [], [], []
-        has_bg = model.label_space.background_is_class
+        space = model.label_space
         for f in files:
             path = _path(f)
             image = read_image(path, format="RGB")
@@ -92,7 +92,7 @@ class DemoApp:
             overlay = os.path.join(out, f"{stem}_overlay.png")
             save_image(overlay, render(image, masks, palette, opacity, style))
             gallery.append((overlay, stem))
-            mask_files.append(_write_gray(os.path.join(out, f"{stem}_mask.png"), encode_mask(masks, has_bg)))
+            mask_files.append(_write_gray(os.path.join(out, f"{stem}_mask.png"), encode_mask(masks, space)))
             rows += [[stem, name, px, round(pct, 3)] for name, px, pct in class_areas(masks, model.classes)]
         return gallery, rows, mask_files
 

@@ -94,15 +94,18 @@ def class_masks(model: DemoModel, output: Dict, hw: Tuple[int, int], threshold: 
     return masks.astype(bool)
 
 
-def encode_mask(masks: np.ndarray, has_background_class: bool = False) -> np.ndarray:
-    """``K×H×W`` bool -> uint8 mask file: 0/255 for one class, else class index (background = K,
-    or whatever class covers it when background is a class); later classes win overlaps."""
+def encode_mask(masks: np.ndarray, label_space: LabelSpace) -> np.ndarray:
+    """``K×H×W`` bool -> uint8 mask file: 0/255 for one class without a background class, else
+    the class index, pixels of no mask getting the label space's ``background_label`` (``K``, or
+    the background class's index); later classes win overlaps."""
     k, h, w = masks.shape
-    if k == 1 and not has_background_class:
+    if k != label_space.num_classes:
+        raise ValueError(f"encode_mask: {k} masks for the {label_space.num_classes} classes {list(label_space.classes)}")
+    if k == 1 and not label_space.background_is_class:
         return masks[0].astype(np.uint8) * 255
     if k > 255:
         raise ValueError(f"{k} classes do not fit an 8-bit index mask")
-    labels = np.full((h, w), 0 if has_background_class else k, np.uint8)
+    labels = np.full((h, w), label_space.background_label, np.uint8)
     for c in range(k):
         labels[masks[c]] = c
     return labels

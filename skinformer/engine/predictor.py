@@ -8,7 +8,7 @@ from skinformer.checkpoint import DetectionCheckpointer
 from skinformer.config import CfgNode
 from skinformer.data.catalog import MetadataCatalog
 from skinformer.data.transforms import AugmentationList, apply_augmentations, build_augmentation
-from skinformer.utils.visualizer import scores_to_label_map
+from skinformer.structures.label_space import LabelSpace
 
 __all__ = ["DefaultPredictor"]
 
@@ -22,8 +22,12 @@ class DefaultPredictor:
     a list of them, computed in batches of ``batch_size`` (default ``TEST.IMS_PER_BATCH``).
     Each dict holds the model's outputs at the image's own size: ``"sem_seg"`` (float ``K×H×W``
     class probabilities) and / or ``"instances"``; with ``"sem_seg"`` also ``"mask"``, the
-    ``H×W`` int64 label map of the decision rule (:func:`~skinformer.utils.visualizer.scores_to_label_map`:
-    ``0..K-1`` classes, ``K`` = background when it is not a class; ``threshold`` defaults to 0.5).
+    ``H×W`` int64 label map of the decision rule of :attr:`label_space`
+    (:meth:`~skinformer.structures.label_space.LabelSpace.labels_from_scores`: ``0..K-1`` classes,
+    ``K`` = background when it is not a class; ``threshold`` defaults to ``TEST.THRESHOLD``).
+
+    ``label_space`` is the test dataset's (``DATASETS.TEST[0]``) or, without one, ``K`` =
+    ``MODEL.SEM_SEG_HEAD.NUM_CLASSES`` classes named ``class 0``, ... with background no class.
 
     Images are ``H×W×3`` uint8 in ``INPUT.FORMAT`` channel order (RGB unless set to BGR, e.g.
     for ``cv2.imread`` images), of any sizes; they are resized with the test mapper's augmentations
@@ -33,7 +37,7 @@ class DefaultPredictor:
     test-time augmentation, ``TEST.SLIDING_WINDOW`` windowed inference.
     """
 
-    def __init__(self, cfg: CfgNode, batch_size: Optional[int] = None, threshold: float = 0.5):
+    def __init__(self, cfg: CfgNode, batch_size: Optional[int] = None, threshold: Optional[float] = None):
         # modeling (timm, torchvision) loads on first use: importing skinformer.engine stays light
         from skinformer.modeling.meta_arch.build import build_model
         from skinformer.modeling.test_time_augmentation import build_inference_model
@@ -43,9 +47,10 @@ class DefaultPredictor:
             raise ValueError(f"INPUT.FORMAT must be one of {sorted(_INPUT_FORMATS)}, got '{cfg.INPUT.FORMAT}'")
         self.model = build_model(self.cfg)
         self.model.eval()
-        self.metadata = None
-        if cfg.DATASETS.TEST:
-            self.metadata = MetadataCatalog.get(cfg.DATASETS.TEST[0])
+        self.metadata = MetadataCatalog.get(cfg.DATASETS.TEST[0]) if cfg.DATASETS.TEST else None
+        self.label_space = _label_space(self.metadata, cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES,
+                                        cfg.TEST.THRESHOLD if threshold is None else threshold,
+                                        bool(getattr(self.model, "multilabel_on", False)))
         # predictions from a partly random model would be silently wrong
         DetectionCheckpointer(self.model, save_to_disk=False).load(
             cfg.MODEL.WEIGHTS, source="MODEL.WEIGHTS", strict=not cfg.MODEL.ALLOW_PARTIAL_WEIGHTS)
@@ -53,11 +58,11 @@ class DefaultPredictor:
         self.input_format = cfg.INPUT.FORMAT
         self.augmentations = AugmentationList(build_augmentation(self.cfg, is_train=False))
         self.batch_size = int(batch_size or cfg.TEST.IMS_PER_BATCH or 1)
-        self.threshold = float(threshold)
 
     @property
-    def has_background_class(self) -> bool:
-        return bool(self.metadata.get("has_background_class", False)) if self.metadata is not None else False
+    def threshold(self) -> float:
+        """The decision threshold of :attr:`label_space` (``TEST.THRESHOLD`` unless given)."""
+        return self.label_space.threshold
 
     def _to_input(self, original_image: np.ndarray, index: int) -> Dict[str, Any]:
         original_image = np.asarray(original_image)
@@ -72,10 +77,8 @@ class DefaultPredictor:
 
     def _add_mask(self, output: Dict[str, Any]) -> Dict[str, Any]:
         # multi-label maps are thresholded per class by the caller; one label map cannot hold them
-        if "sem_seg" in output and not getattr(self.model, "multilabel_on", False):
-            labels = scores_to_label_map(output["sem_seg"].float().cpu().numpy(), self.has_background_class,
-                                         self.threshold)
-            output["mask"] = torch.from_numpy(labels.astype(np.int64))
+        if "sem_seg" in output and not self.label_space.multi_label:
+            output["mask"] = self.label_space.labels_from_scores(output["sem_seg"].float().cpu())
         return output
 
     def __call__(self, images):
@@ -88,3 +91,11 @@ class DefaultPredictor:
                 inputs = [self._to_input(img, start + k) for k, img in enumerate(batch[start: start + self.batch_size])]
                 outputs += [self._add_mask(dict(o)) for o in self.inference_model(inputs)]
         return outputs[0] if single else outputs
+
+
+def _label_space(metadata, num_classes: int, threshold: float, multi_label: bool) -> LabelSpace:
+    """The test dataset's label space, or ``num_classes`` unnamed classes without one."""
+    if metadata is None or metadata.get("classes", None) is None:
+        fields = metadata.as_dict() if metadata is not None else {}
+        metadata = {**fields, "classes": [f"class {i}" for i in range(num_classes)]}
+    return LabelSpace.from_metadata(metadata, threshold=threshold, multi_label=multi_label)

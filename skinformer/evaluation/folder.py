@@ -249,7 +249,7 @@ def score_sem_seg(spec: FolderScoring) -> dict:
         _check_size(g, p, gt_file, pred_file)
         conf += M.confusion_matrix(torch.from_numpy(p), torch.from_numpy(g), k + 1, spec.ignore_label)
     return {"num_images": len(pairs), "classes": names, "confusion_matrix": conf.tolist(),
-            "results": M.sem_seg_summary(conf, names, space.background_is_class, space.background_index)}
+            "results": M.sem_seg_summary(conf, space)}
 
 
 #: ``metric name -> scorer(FolderScoring) -> {"num_images", "results", ...}``

@@ -21,7 +21,9 @@ from typing import Dict, Optional, Sequence
 import torch
 
 # the decision rule lives with the label space; re-exported for the evaluators' callers
-from skinformer.structures.label_space import foreground_from_scores, labels_from_scores, multilabel_from_scores
+from skinformer.structures.label_space import (
+    LabelSpace, foreground_from_scores, labels_from_scores, multilabel_from_scores,
+)
 
 __all__ = [
     "BINARY_COUNT_ORDER", "ISIC_TASK1_PER_IMAGE_KEYS", "POOLED_BINARY_KEYS",
@@ -256,18 +258,20 @@ def _nanmean(x: torch.Tensor) -> float:
     return float(x.mean()) if x.numel() else float("nan")
 
 
-def sem_seg_summary(conf: torch.Tensor, class_names: Sequence[str], has_background_class: bool,
-                    background_index: int = 0, auc: Optional[torch.Tensor] = None) -> Dict[str, float]:
+def sem_seg_summary(conf: torch.Tensor, label_space: LabelSpace,
+                    auc: Optional[torch.Tensor] = None) -> Dict[str, float]:
     """Semantic segmentation results from the ``(K+1)×(K+1)`` confusion matrix.
 
-    Bins ``0..K-1`` are ``class_names``; bin ``K`` is "background, no class" (empty when
-    ``has_background_class``). Per class ``IoU-``/``Dice-``/``Precision-``/``Recall-<name>``;
+    Bins ``0..K-1`` are the ``label_space.classes``; bin ``K`` is "background, no class" (empty
+    when background is one of the classes, at ``label_space.background_index``). Per class ``IoU-``/``Dice-``/``Precision-``/``Recall-<name>``;
     means ``mIoU``, ``mDice``, ``mPrecision``, ``mRecall`` over the K classes (NaN classes
     skipped); ``pACC`` and ``fwIoU`` over all counted pixels. When background is one of the
     classes, ``mIoU_fg`` / ``mDice_fg`` average the other classes; when it is not, the no-class
     bin is reported as ``IoU-background`` / ``Dice-background`` but kept out of the means.
     ``auc`` (``K``, optional) adds ``AUC-<name>`` and ``mAUC``.
     """
+    class_names = list(label_space.classes)
+    background_is_class = label_space.background_is_class
     k = len(class_names)
     if conf.shape != (k + 1, k + 1):
         raise ValueError(f"confusion matrix shape {tuple(conf.shape)} does not match {k} classes (+1 bin)")
@@ -280,11 +284,11 @@ def sem_seg_summary(conf: torch.Tensor, class_names: Sequence[str], has_backgrou
         "pACC": float(m["pixel_accuracy"]),
         "fwIoU": float(m["fwiou"]),
     }
-    if has_background_class:
-        fg = [i for i in range(k) if i != background_index]
+    if background_is_class:
+        fg = [i for i in range(k) if i != label_space.background_index]
         out["mIoU_fg"] = _nanmean(m["iou"][fg]) if fg else float("nan")
         out["mDice_fg"] = _nanmean(m["dice"][fg]) if fg else float("nan")
-    names = list(class_names) + ([] if has_background_class else ["background"])
+    names = list(class_names) + ([] if background_is_class else ["background"])
     for i, name in enumerate(names):
         for key, metric in (("IoU", "iou"), ("Dice", "dice"), ("Precision", "precision"), ("Recall", "recall")):
             out[f"{key}-{name}"] = float(m[metric][i])

@@ -55,14 +55,20 @@ class SemSegEvaluator(LabelMapEvaluator):
 
     @classmethod
     def from_config(cls, cfg, dataset_name: str, output_dir: Optional[str] = None) -> Dict[str, Any]:
+        """Return :meth:`LabelMapEvaluator.from_config`'s arguments plus ``roc_auc`` (``TEST.ROC_AUC``)."""
         return dict(super().from_config(cfg, dataset_name, output_dir), roc_auc=cfg.TEST.ROC_AUC)
 
     def reset(self) -> None:
+        """Drop the accumulated confusion matrix, score histograms and image count."""
         self._conf: Optional[torch.Tensor] = None
         self._hist: Optional[torch.Tensor] = None
         self._num_images = 0
 
     def process(self, inputs: List[dict], outputs: List[dict]) -> None:
+        """Add each image's ``(K+1)×(K+1)`` confusion of decision-rule labels vs its ground-truth label map.
+
+        Ignored pixels are left out; with ``roc_auc`` the per-class score histograms are accumulated too.
+        """
         for inp, out in zip(inputs, outputs):
             scores, gt_file = self._scores_and_gt_file(inp, out)
             gt = read_label_map(gt_file, self._space, scores.device)
@@ -76,6 +82,11 @@ class SemSegEvaluator(LabelMapEvaluator):
             self._num_images += 1
 
     def evaluate(self) -> Dict[str, Dict[str, float]]:
+        """Sum the statistics over processes and return ``{task_name: metrics}`` on the main process (``{}`` elsewhere).
+
+        Logs a per-class table; with ``output_dir`` also writes ``<task_name>_evaluation.json`` (results and
+        confusion matrix).
+        """
         n = self._num_classes + 1
         conf = self._conf if self._conf is not None else torch.zeros(n, n, dtype=torch.int64, device=self._device)
         conf = all_reduce_statistics(conf, self._device)
@@ -89,8 +100,7 @@ class SemSegEvaluator(LabelMapEvaluator):
             return {}
         if num_images == 0:
             logger.warning(f"[{self._task}] no images were processed; all metrics are NaN")
-        results = sem_seg_summary(conf.cpu(), self._classes, self._space.background_is_class,
-                                  self._space.background_index, auc)
+        results = sem_seg_summary(conf.cpu(), self._space, auc)
         self._log(results, num_images)
         if self._output_dir:
             os.makedirs(self._output_dir, exist_ok=True)

@@ -33,6 +33,9 @@ DEFAULT_IGNORE_LABEL = 255
 DEFAULT_MASK_ENCODING = "binary"
 DEFAULT_MAT_KEY = "smgt"
 DEFAULT_THRESHOLD = 0.5
+#: the metadata fields a label space is built from
+METADATA_KEYS = ("classes", "ignore_label", "has_background_class", "background_index", "mapper", "mask_encoding",
+                 "gray_values", "mat_key")
 
 Scores = Union[torch.Tensor, np.ndarray]
 

@@ -13,17 +13,16 @@ Decision rules are the dataset's :class:`~skinformer.structures.LabelSpace` (thr
 """
 import colorsys
 import os
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
 import torch
 
-from skinformer.structures.label_space import DEFAULT_THRESHOLD, LabelSpace, labels_from_scores
+from skinformer.structures.label_space import METADATA_KEYS, LabelSpace
 
 __all__ = [
     "default_palette",
-    "scores_to_label_map",
     "label_map_to_masks",
     "overlay_masks",
     "draw_contours",
@@ -45,15 +44,6 @@ def default_palette(num_classes: int) -> List[Color]:
 
 def _to_numpy(x) -> np.ndarray:
     return x.detach().float().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
-
-
-def scores_to_label_map(scores, has_background_class: bool, threshold: float = DEFAULT_THRESHOLD) -> np.ndarray:
-    """``K×H×W`` scores -> ``H×W`` int64 labels in ``0..K`` (K = background-not-a-class); the
-    label space's decision rule on arrays."""
-    s = torch.as_tensor(_to_numpy(scores))
-    if s.dim() != 3:
-        raise ValueError(f"Expected semantic scores of shape K×H×W, got {tuple(s.shape)}")
-    return labels_from_scores(s, has_background_class, threshold).numpy().astype(np.int64)
 
 
 def label_map_to_masks(labels: np.ndarray, num_classes: int) -> np.ndarray:
@@ -102,17 +92,20 @@ class Visualizer:
             and the label-space fields), or a :class:`~skinformer.structures.LabelSpace`.
         multi_label: treat ``sem_seg`` outputs as independent per-class maps.
         alpha: fill opacity.
-        threshold: decision threshold (``TEST.THRESHOLD``).
+        threshold: decision threshold (``TEST.THRESHOLD``); None keeps the label space's
+            (0.5 for metadata).
     """
 
-    def __init__(self, metadata, multi_label: bool = False, alpha: float = 0.5, threshold: float = DEFAULT_THRESHOLD):
+    def __init__(self, metadata, multi_label: bool = False, alpha: float = 0.5, threshold: Optional[float] = None):
         get = metadata.get if hasattr(metadata, "get") else (lambda k, d=None: getattr(metadata, k, d))
         self.classes = list(get("classes", []) or [])
         if isinstance(metadata, LabelSpace):
             space = metadata
         else:
-            space = LabelSpace.from_metadata({**(metadata.as_dict() if hasattr(metadata, "as_dict") else
-                                                 {"palette": get("palette", None)}),
+            # every label-space field, whatever kind of metadata object this is (a missing one
+            # would silently change the decision rule)
+            fields = {k: get(k, None) for k in METADATA_KEYS}
+            space = LabelSpace.from_metadata({**{k: v for k, v in fields.items() if v is not None},
                                               "classes": self.classes})
         self.label_space = LabelSpace.from_metadata(space, threshold=threshold,
                                                     multi_label=bool(multi_label) or space.multi_label)

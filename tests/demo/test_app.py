@@ -10,6 +10,7 @@ from skinformer.data.catalog import DatasetCatalog
 from skinformer.demo import compare_metrics, encode_mask, parse_colors, render
 from skinformer.engine import DefaultPredictor
 from skinformer.modeling.meta_arch.build import build_model
+from skinformer.structures.label_space import LabelSpace
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -39,7 +40,14 @@ def test_render_styles_and_colours():
     assert parse_colors("#00ff00", [(1, 2, 3), (4, 5, 6)]) == [(0, 255, 0), (4, 5, 6)]
     with pytest.raises(ValueError, match="not a hex colour"):
         parse_colors("green", [(1, 2, 3)])
-    assert set(np.unique(encode_mask(masks))) == {0, 255}
+    assert set(np.unique(encode_mask(masks, LabelSpace(classes=("lesion",))))) == {0, 255}
+    two = np.stack([masks[0], ~masks[0]])
+    assert set(np.unique(encode_mask(two, LabelSpace(classes=("a", "b"))))) == {0, 1}
+    # background is class 1 here: pixels of no mask take its index
+    assert encode_mask(np.zeros((2, 1, 1), bool), LabelSpace(classes=("a", "bg"), background_is_class=True,
+                                                                background_index=1)).item() == 1
+    with pytest.raises(ValueError, match="2 masks for the 1 classes"):
+        encode_mask(two, LabelSpace(classes=("lesion",)))
 
 
 def test_compare_metrics_ignores_ignored_pixels():

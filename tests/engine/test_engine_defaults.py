@@ -174,6 +174,9 @@ def test_default_predictor_batches_lists_returns_masks_and_runs_tta(tmp_path):
     assert [tuple(o["mask"].shape) for o in outs] == [(40, 30), (20, 50), (33, 33)]
     # binary data, no background class: label 0 = lesion, 1 = background
     assert (outs[0]["mask"][:15] == 0).all() and (outs[0]["mask"][25:] == 1).all()
+    # no test dataset: K unnamed classes, background no class, TEST.THRESHOLD unless given
+    assert pred.label_space.classes == ("class 0",) and not pred.label_space.background_is_class
+    assert pred.threshold == cfg.TEST.THRESHOLD and DefaultPredictor(cfg, threshold=0.8).threshold == 0.8
     assert outs[0]["sem_seg"].shape == (1, 40, 30)
     with pytest.raises(ValueError, match="Image 1"):
         pred([imgs[0], np.zeros((4, 4), np.uint8)])

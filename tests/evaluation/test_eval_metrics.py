@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from skinformer.evaluation import metrics as M
+from skinformer.structures.label_space import LabelSpace
 
 
 def counts(tp, fp, fn, tn):
@@ -184,7 +185,7 @@ def test_sem_seg_vs_numpy(has_bg):
     ref_conf, iou, dice, prec, rec = _numpy_reference(pred.numpy(), gt, k + 1, 255)
     assert conf.numpy().tolist() == ref_conf.tolist()
     names = ["c0", "c1", "c2", "c3"]
-    s = M.sem_seg_summary(conf, names, has_bg)
+    s = M.sem_seg_summary(conf, LabelSpace(classes=tuple(names), background_is_class=has_bg))
     for i, name in enumerate(names):
         assert s[f"IoU-{name}"] == pytest.approx(iou[i])
         assert s[f"Dice-{name}"] == pytest.approx(dice[i])
@@ -205,7 +206,7 @@ def test_sem_seg_vs_numpy(has_bg):
 def test_sem_seg_absent_class_is_nan_and_skipped():
     gt = torch.tensor([[0, 0, 2, 2]])
     pred = torch.tensor([[0, 0, 2, 0]])
-    s = M.sem_seg_summary(M.confusion_matrix(pred, gt, 3, 255), ["a", "b"], has_background_class=False)
+    s = M.sem_seg_summary(M.confusion_matrix(pred, gt, 3, 255), LabelSpace(classes=("a", "b")))
     assert math.isnan(s["IoU-b"])
     assert s["mIoU"] == pytest.approx(2 / 3)  # only class a
 

@@ -7,6 +7,8 @@ import pytest
 
 from eval_helpers import rect, write_mask
 
+from skinformer.structures.label_space import LabelSpace
+
 
 
 @pytest.fixture(scope="module")
@@ -158,7 +160,7 @@ def test_sem_seg(tool, tmp_path):
     assert tool.main(args) == 0
     rep = json.loads(out.read_text())
     assert rep["confusion_matrix"] == conf.tolist()
-    assert rep["results"]["mIoU"] == pytest.approx(M.sem_seg_summary(conf, ["x", "y", "z"], False)["mIoU"])
+    assert rep["results"]["mIoU"] == pytest.approx(M.sem_seg_summary(conf, LabelSpace(classes=("x", "y", "z")))["mIoU"])
     # label 3 is background here; with a background class among 3 classes it is out of range
     with pytest.raises(tool.MaskFolderError, match="outside 0..2"):
         tool.run(tool.build_parser().parse_args(args[:-2] + ["--has-background-class"]))

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from skinformer.structures import Instances
-from skinformer.utils.visualizer import Visualizer, save_image, scores_to_label_map
+from skinformer.utils.visualizer import Visualizer, save_image
 
 
 def _meta(**kw):
@@ -15,11 +15,13 @@ def _meta(**kw):
     return types.SimpleNamespace(get=lambda k, default=None: d.get(k, default))
 
 
-def test_decision_rule():
+def test_masks_follow_the_label_space_decision_rule():
     s = torch.tensor([[[0.9, 0.4]], [[0.05, 0.45]]])  # K=2, H=1, W=2
-    assert scores_to_label_map(s, has_background_class=False).tolist() == [[0, 2]]  # max <= 0.5 -> background
-    assert scores_to_label_map(s, has_background_class=True).tolist() == [[0, 1]]  # plain argmax
-    assert scores_to_label_map(torch.tensor([[[0.6, 0.5]]]), False).tolist() == [[0, 1]]  # K=1: > 0.5
+    no_bg = Visualizer(_meta(classes=["a", "b"]))
+    assert no_bg.prediction_masks({"sem_seg": s}, (1, 2))[0].tolist() == [[[True, False]], [[False, False]]]
+    with_bg = Visualizer(_meta(classes=["bg", "b"], has_background_class=True))
+    # background is a class: plain argmax, no threshold
+    assert with_bg.prediction_masks({"sem_seg": s}, (1, 2))[0][1].tolist() == [[False, True]]
 
 
 def test_binary_overlay_fill_and_gt_contour(tmp_path):
