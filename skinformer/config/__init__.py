@@ -1,4 +1,4 @@
 from .config import CfgNode, ConfigError, configurable, get_cfg
-from .mask_former import add_mask_former_config, rotation_once_per_run
+from .mask_former import add_mask_former_config
 
-__all__ = ["CfgNode", "ConfigError", "configurable", "get_cfg", "add_mask_former_config", "rotation_once_per_run"]
+__all__ = ["CfgNode", "ConfigError", "configurable", "get_cfg", "add_mask_former_config"]

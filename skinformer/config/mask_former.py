@@ -14,7 +14,7 @@ those keys say "quirk" in their comment.
 """
 from .config import CfgNode as CN
 
-__all__ = ["add_mask_former_config", "rotation_once_per_run"]
+__all__ = ["add_mask_former_config"]
 
 
 def _add_mask_classification_keys(node: CN, *, decoder_name: str, ce_loss: bool, class_weight: float,
@@ -204,20 +204,9 @@ def add_mask_former_config(cfg: CN) -> None:
     sim.TYPE_MASK_EMBED = "SumSinusoidalMask"
     # Reproduce the original implementation's decoder quirks (docs/simaskformer.md: D1 emitted mask
     # R + 2Δ, D3 gate multiplies logits by 0/1, D4/D21 empty-mask boxes, D8 DN mask-noise units, D22
-    # invalid tokens selectable, D23 column-first sine table) and its once-per-run rotation (D2).
-    # False = corrected behaviour. Resolved into named module arguments by the decoder's from_config
-    # (original_implementation_items) and, for D2, by rotation_once_per_run. The matcher / criterion
-    # quirks have their own keys: CLASS_COST_TYPE "focal" (D6) and PROPOSAL_EMPTY_GT "original" (D7).
+    # invalid tokens selectable, D23 column-first sine table). False = corrected behaviour. Resolved
+    # into named module arguments by the decoder's from_config (original_implementation_items). The
+    # other quirks have their own keys, which the *_original configs set: INPUT.ROTATION.ONCE_PER_RUN
+    # (D2), CLASS_COST_TYPE "focal" (D6) and PROPOSAL_EMPTY_GT "original" (D7).
     sim.ORIGINAL_QUIRKS = False
     sim.TEST.SEMANTIC_ON = True
-
-
-def rotation_once_per_run(cfg) -> bool:
-    """Whether training rotation is decided once per run instead of per sample (difference D2):
-    ``INPUT.ROTATION.ONCE_PER_RUN``, or a SiMaskFormer with ``MODEL.SIMASKFORMER.ORIGINAL_QUIRKS``,
-    which promises the original implementation end to end (D2 lives in its data pipeline). The data
-    pipeline reads this instead of the model keys."""
-    if cfg.INPUT.ROTATION.ONCE_PER_RUN:
-        return True
-    return cfg.MODEL.META_ARCHITECTURE == "SiMaskFormer" and bool(
-        cfg.MODEL.get("SIMASKFORMER", {}).get("ORIGINAL_QUIRKS", False))

@@ -26,25 +26,23 @@ def test_once_per_run_decides_for_the_whole_run():
     assert decisions == {0, 1}
 
 
-def test_original_quirks_switch_implies_once_per_run():
+def test_original_quirks_is_a_model_key_only():
+    # D2 has its own key (set by the *_original configs): the data pipeline never reads model keys
     cfg = get_cfg()
     cfg.SEED = 3
     cfg.MODEL.META_ARCHITECTURE = "SiMaskFormer"
     cfg.MODEL.SIMASKFORMER.ORIGINAL_QUIRKS = True
     cfg.INPUT.ROTATION.PROB = 0.5
-    assert all(r.prob == 1.0 for r in _rotations(cfg))
+    assert [r.prob for r in _rotations(cfg)] == [0.5]
 
 
-def test_once_per_run_is_resolved_by_the_config_layer():
-    from skinformer.config import rotation_once_per_run
+def test_original_configs_set_once_per_run():
+    import os
 
-    cfg = get_cfg()
-    assert not rotation_once_per_run(cfg)
-    cfg.MODEL.SIMASKFORMER.ORIGINAL_QUIRKS = True
-    cfg.MODEL.META_ARCHITECTURE = "MaskFormer"  # the switch belongs to SiMaskFormer only
-    assert not rotation_once_per_run(cfg)
-    cfg.MODEL.META_ARCHITECTURE = "SiMaskFormer"
-    assert rotation_once_per_run(cfg)
-    cfg.MODEL.SIMASKFORMER.ORIGINAL_QUIRKS = False
-    cfg.INPUT.ROTATION.ONCE_PER_RUN = True
-    assert rotation_once_per_run(cfg)
+    root = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "configs")
+    for rel in ("isic2018/semantic-segmentation/simaskformer_R50_bs16_steplr_original.yaml",
+                "isic2018/semantic-segmentation/ablations/original_quirks.yaml",
+                "quickstart/ablations/original_quirks.yaml"):
+        cfg = get_cfg()
+        cfg.merge_from_file(os.path.join(root, rel))
+        assert cfg.MODEL.SIMASKFORMER.ORIGINAL_QUIRKS and cfg.INPUT.ROTATION.ONCE_PER_RUN, rel

@@ -4,7 +4,6 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 
-from skinformer.config import rotation_once_per_run
 
 from .augmentation import Augmentation
 from .augmentation_impl import (
@@ -164,15 +163,14 @@ def build_photometric_augmentation(cfg) -> List[Augmentation]:
 
 def _build_rotation(cfg, ignore: int) -> List[Augmentation]:
     """Rotation with probability ``INPUT.ROTATION.PROB`` decided per sample, or — with
-    :func:`~skinformer.config.rotation_once_per_run` (``INPUT.ROTATION.ONCE_PER_RUN``, the original
-    SiMaskFormer's behaviour, difference D2 in ``docs/simaskformer.md``) — decided once when the
-    mapper is built, so a whole run either always or never rotates."""
+    ``INPUT.ROTATION.ONCE_PER_RUN`` (the original SiMaskFormer's behaviour, difference D2 in
+    ``docs/simaskformer.md``) — decided once when the mapper is built, so a whole run either always
+    or never rotates."""
     inp = cfg.INPUT
     prob = inp.ROTATION.PROB
     if prob <= 0:
         return []
-    # D2; also implied by SiMaskFormer's ORIGINAL_QUIRKS, which the config layer resolves
-    if rotation_once_per_run(cfg):
+    if inp.ROTATION.ONCE_PER_RUN:  # D2
         rng = np.random.default_rng(None if cfg.SEED < 0 else cfg.SEED)
         prob = 1.0 if rng.random() < prob else 0.0
         logging.getLogger(__name__).info(
