@@ -48,6 +48,11 @@ class CfgNode(_FvCfgNode):
 
     @classmethod
     def load_yaml_with_base(cls, filename: str, allow_unsafe: bool = False) -> Dict[str, Any]:
+        """Load a YAML file with ``yaml.safe_load`` and recursively merge its ``_BASE_`` file(s) under it.
+
+        ``_BASE_`` paths are relative to the including file; later bases and then the file itself win.
+        ``allow_unsafe`` is ignored. Returns a plain nested dict.
+        """
         if not os.path.isfile(filename):
             raise FileNotFoundError(f"Config file '{filename}' does not exist.{_similar_file_hint(filename)}")
         with open(filename, "rb") as f:
@@ -89,6 +94,11 @@ class CfgNode(_FvCfgNode):
         return merged
 
     def merge_from_file(self, cfg_filename: str, allow_unsafe: bool = False) -> None:
+        """Merge a YAML config file (with its ``_BASE_`` chain) into this config.
+
+        Raises :class:`ConfigError` for a key this config lacks (naming the closest key) and ``ValueError`` naming the
+        file for a value of the wrong type. ``allow_unsafe`` is ignored.
+        """
         loaded = self.load_yaml_with_base(cfg_filename)
         loaded_cfg = type(self)(loaded)
         self._check_known(loaded_cfg, source=f"config file '{cfg_filename}'")
@@ -98,6 +108,10 @@ class CfgNode(_FvCfgNode):
             raise ValueError(f"In config file '{cfg_filename}': {e}") from e
 
     def merge_from_list(self, cfg_list: List[str]) -> "CfgNode":
+        """Merge command-line overrides ``[KEY1, VALUE1, KEY2, VALUE2, ...]`` into this config.
+
+        Raises ``ValueError`` for an odd number of items or a bad value and :class:`ConfigError` for an unknown key.
+        """
         if len(cfg_list) % 2 != 0:
             raise ValueError(
                 f"Command-line overrides must be KEY VALUE pairs, got an odd number of items: {cfg_list}"
@@ -127,6 +141,7 @@ class CfgNode(_FvCfgNode):
             node = node[part]
 
     def dump(self, *args, **kwargs) -> str:
+        """Return the config as a YAML string (arguments are passed to the yacs/fvcore ``dump``)."""
         return super().dump(*args, **kwargs)
 
 

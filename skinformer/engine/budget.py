@@ -41,15 +41,22 @@ class WallClockSchedule(HookBase):
         self._start: Optional[float] = None
 
     def before_train(self):
+        """Start the budget clock."""
         self._start = self._clock()
 
     def elapsed(self) -> float:
+        """Seconds since :meth:`before_train` (0 before training starts)."""
         return 0.0 if self._start is None else self._clock() - self._start
 
     def exhausted(self) -> bool:
+        """Return whether the elapsed time has reached ``budget_s``."""
         return self.elapsed() >= self.budget_s
 
     def before_step(self):
+        """Re-estimate the scheduler's ``max_iter`` from the rate so far and apply its lr to this step.
+
+        Does nothing before the first step has been done. ``max_iter`` is at least ``iter + 1``.
+        """
         done = self.trainer.iter - self.trainer.start_iter
         used = self.elapsed() / self.budget_s
         if done <= 0 or used <= 0:
@@ -78,6 +85,7 @@ class BudgetProgress(HookBase):
         self._last_iter = 0
 
     def after_step(self):
+        """Log a progress line (with the median ``total_loss``) after the first step and then every ``period_s``."""
         elapsed = self.schedule.elapsed()
         done = self.trainer.iter + 1 - self.trainer.start_iter
         if done > 1 and elapsed < self._next:

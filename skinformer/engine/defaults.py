@@ -159,27 +159,35 @@ class DefaultTrainer(TrainerBase):
     # -- forwarding to the step trainer ----------------------------------------------------
     @property
     def model(self):
+        """The model being trained (DDP-wrapped when world size > 1), held by the inner step trainer."""
         return self._trainer.model
 
     @property
     def data_loader(self):
+        """The training data loader of the inner step trainer."""
         return self._trainer.data_loader
 
     @property
     def optimizer(self):
+        """The optimizer of the inner step trainer."""
         return self._trainer.optimizer
 
     def run_step(self):
+        """Sync ``iter`` / ``max_iter`` to the inner Simple/AMP trainer and run one step with it."""
         self._trainer.iter = self.iter
         self._trainer.max_iter = self.max_iter
         self._trainer.run_step()
 
     def state_dict(self):
+        """Return :meth:`TrainerBase.state_dict` (iteration, hook states incl. the LR scheduler's, storage)
+        plus the inner trainer's state under ``_trainer`` (optimizer, data loader position, RNG, grad scaler).
+        """
         ret = super().state_dict()
         ret["_trainer"] = self._trainer.state_dict()
         return ret
 
     def load_state_dict(self, state_dict):
+        """Restore the state saved by :meth:`state_dict`, the inner trainer's included."""
         super().load_state_dict(state_dict)
         self._trainer.load_state_dict(state_dict["_trainer"])
 
@@ -255,6 +263,7 @@ class DefaultTrainer(TrainerBase):
         return ret
 
     def build_writers(self):
+        """Return the :func:`default_writers` for ``OUTPUT_DIR`` with the ``LOG.CONSOLE_*`` terms."""
         return default_writers(self.cfg.OUTPUT_DIR, self.max_iter, console_terms=self.cfg.LOG.CONSOLE_TERMS,
                                console_skip=self.cfg.LOG.CONSOLE_SKIP)
 
@@ -266,6 +275,7 @@ class DefaultTrainer(TrainerBase):
     # -- overridable builders --------------------------------------------------------------
     @classmethod
     def build_model(cls, cfg) -> torch.nn.Module:
+        """Build ``cfg``'s model with :func:`skinformer.modeling.meta_arch.build.build_model` and log its size."""
         from skinformer.modeling.meta_arch.build import build_model
 
         model = build_model(cfg)
@@ -278,35 +288,47 @@ class DefaultTrainer(TrainerBase):
 
     @classmethod
     def build_optimizer(cls, cfg, model) -> torch.optim.Optimizer:
+        """Build the optimizer with :func:`skinformer.solver.build_optimizer`."""
         from skinformer.solver import build_optimizer
 
         return build_optimizer(cfg, model)
 
     @classmethod
     def build_lr_scheduler(cls, cfg, optimizer):
+        """Build the LR scheduler with :func:`skinformer.solver.build_lr_scheduler`."""
         from skinformer.solver import build_lr_scheduler
 
         return build_lr_scheduler(cfg, optimizer)
 
     @classmethod
     def build_train_loader(cls, cfg):
+        """Build the training loader with :func:`skinformer.data.build.build_train_loader`."""
         from skinformer.data.build import build_train_loader
 
         return build_train_loader(cfg)
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name: str):
+        """Build the loader of test set ``dataset_name`` with :func:`skinformer.data.build.build_test_loader`."""
         from skinformer.data.build import build_test_loader
 
         return build_test_loader(cfg, dataset_name)
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name: str, output_dir: Optional[str] = None):
+        """Build the evaluator of ``dataset_name`` from its metadata's ``evaluator_type``.
+
+        ``output_dir`` defaults to ``OUTPUT_DIR/inference/<dataset_name>``.
+        """
         output_dir = output_dir or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
         return build_evaluator(cfg, dataset_name, output_dir)
 
     @classmethod
     def check_dataset_metadata(cls, cfg) -> None:
+        """Check ``NUM_CLASSES`` / ``IGNORE_VALUE`` against the datasets' metadata.
+
+        Raises ``ValueError`` on a mismatch; see :func:`check_cfg_against_metadata`.
+        """
         check_cfg_against_metadata(cfg)
 
     # -- evaluation ------------------------------------------------------------------------

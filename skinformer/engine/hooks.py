@@ -47,10 +47,12 @@ class CallbackHook(HookBase):
         self._after_step = after_step
 
     def before_train(self):
+        """Call the ``before_train`` callback (if given) with the trainer."""
         if self._before_train:
             self._before_train(self.trainer)
 
     def after_train(self):
+        """Call the ``after_train`` callback (if given), then drop all callbacks."""
         if self._after_train:
             self._after_train(self.trainer)
         # drop the closures: they may hold references to the trainer
@@ -58,14 +60,17 @@ class CallbackHook(HookBase):
         self._after_backward = self._after_step = None
 
     def before_step(self):
+        """Call the ``before_step`` callback (if given) with the trainer."""
         if self._before_step:
             self._before_step(self.trainer)
 
     def after_backward(self):
+        """Call the ``after_backward`` callback (if given) with the trainer."""
         if self._after_backward:
             self._after_backward(self.trainer)
 
     def after_step(self):
+        """Call the ``after_step`` callback (if given) with the trainer."""
         if self._after_step:
             self._after_step(self.trainer)
 
@@ -84,11 +89,13 @@ class IterationTimer(HookBase):
         self._total_timer = Timer()
 
     def before_train(self):
+        """Start the overall clock and reset the (paused) timer of time spent outside hooks."""
         self._start_time = time.perf_counter()
         self._total_timer.reset()
         self._total_timer.pause()
 
     def after_train(self):
+        """Log the speed of the post-warm-up iterations and the total training time (and time in hooks)."""
         total_time = time.perf_counter() - self._start_time
         total_time_minus_hooks = self._total_timer.seconds()
         hook_time = total_time - total_time_minus_hooks
@@ -104,10 +111,15 @@ class IterationTimer(HookBase):
                     str(datetime.timedelta(seconds=int(hook_time))))
 
     def before_step(self):
+        """Restart the per-iteration timer and resume the timer of time outside hooks."""
         self._step_timer.reset()
         self._total_timer.resume()
 
     def after_step(self):
+        """Put this iteration's duration (seconds) as ``time`` in the storage once past warm-up.
+
+        During warm-up the overall clocks are restarted instead, so warm-up iterations are left out of the summary.
+        """
         iter_done = self.trainer.storage.iter - self.trainer.start_iter + 1
         if iter_done >= self._warmup_iter:
             self.trainer.storage.put_scalars(time=self._step_timer.seconds())
@@ -127,6 +139,7 @@ class LRScheduler(HookBase):
         self._best_param_group_id = 0
 
     def before_train(self):
+        """Take the trainer's optimizer/scheduler where none was given and pick the param group to log."""
         self._optimizer = self._optimizer or self.trainer.optimizer
         if self._scheduler is None:
             self._scheduler = self.trainer.scheduler
@@ -148,20 +161,24 @@ class LRScheduler(HookBase):
         return best
 
     def after_step(self):
+        """Put the lr used by this step (of the representative group) as ``lr``, then step the scheduler."""
         lr = self._optimizer.param_groups[self._best_param_group_id]["lr"]
         self.trainer.storage.put_scalar("lr", lr, smoothing_hint=False)
         self.scheduler.step()
 
     @property
     def scheduler(self):
+        """The scheduler given at construction, else the trainer's ``scheduler``."""
         return self._scheduler or self.trainer.scheduler
 
     def state_dict(self):
+        """Return the scheduler's ``state_dict()`` if it is a torch ``LRScheduler``, else ``{}``."""
         if isinstance(self.scheduler, torch.optim.lr_scheduler.LRScheduler):
             return self.scheduler.state_dict()
         return {}
 
     def load_state_dict(self, state_dict):
+        """Restore the scheduler's state (its last iteration, …) if it is a torch ``LRScheduler``."""
         if isinstance(self.scheduler, torch.optim.lr_scheduler.LRScheduler):
             logger.info("Restored LR scheduler state (last iteration %s)", state_dict.get("last_epoch"))
             self.scheduler.load_state_dict(state_dict)
@@ -176,9 +193,15 @@ class PeriodicCheckpointer(_FvPeriodicCheckpointer, HookBase):
     """
 
     def before_train(self):
+        """Read ``max_iter`` from the trainer."""
         self.max_iter = self.trainer.max_iter
 
     def step(self, iteration: int, **kwargs: Any) -> None:
+        """Save the checkpoints due after iteration ``iteration`` (0-based, just finished).
+
+        A full ``{file_prefix}_{iteration:07d}`` every ``period`` iterations and at the last one (keeping the newest
+        ``max_to_keep``); at the last one also the weights-only ``{file_prefix}_final``. ``kwargs`` go into the files.
+        """
         iteration = int(iteration)
         state = {"iteration": iteration, **kwargs}
         final = self.max_iter is not None and iteration >= self.max_iter - 1
@@ -195,6 +218,7 @@ class PeriodicCheckpointer(_FvPeriodicCheckpointer, HookBase):
             self.checkpointer.save_weights(f"{self.file_prefix}_final", **state)
 
     def after_step(self):
+        """Call :meth:`step` with the iteration just finished."""
         # no checkpoint is written for a step that raised (after_step does not run then)
         self.step(self.trainer.iter)
 
@@ -250,6 +274,7 @@ class EvalHook(HookBase):
         return results
 
     def after_step(self):
+        """Evaluate after every ``eval_period``-th iteration from ``eval_start_iter`` on, except the last one."""
         next_iter = self.trainer.iter + 1
         if (
             self._period > 0
@@ -260,6 +285,7 @@ class EvalHook(HookBase):
             self._do_eval()
 
     def after_train(self):
+        """Run the final evaluation if training succeeded and ``eval_after_train``; then release ``eval_function``."""
         # only after a successful run (iter was bumped to max_iter)
         if self._eval_after_train and self.trainer.iter >= self.trainer.max_iter:
             self._do_eval()
@@ -320,6 +346,7 @@ class BestCheckpointer(HookBase):
                         self._val_metric, value, self.best_metric, self.best_iter)
 
     def after_step(self):
+        """At a periodic evaluation (not the last), save ``model_best`` if ``val_metric`` improved."""
         next_iter = self.trainer.iter + 1
         if self._period > 0 and next_iter % self._period == 0 and next_iter != self.trainer.max_iter:
             # only when EvalHook just put a value at this iteration
@@ -328,15 +355,18 @@ class BestCheckpointer(HookBase):
                 self._best_checking()
 
     def after_train(self):
+        """After a successful run, check the final evaluation's ``val_metric`` and save ``model_best`` if better."""
         if self.trainer.iter >= self.trainer.max_iter:
             self._best_checking()
 
     def state_dict(self):
+        """Return ``{best_metric, best_iter}``, or ``{}`` before any best was recorded."""
         if self.best_metric is None:
             return {}
         return {"best_metric": self.best_metric, "best_iter": self.best_iter}
 
     def load_state_dict(self, state_dict):
+        """Restore ``best_metric`` and ``best_iter``, so a resumed run compares with the same best."""
         self.best_metric = state_dict.get("best_metric")
         self.best_iter = state_dict.get("best_iter")
 
@@ -352,11 +382,13 @@ class PeriodicWriter(HookBase):
         self._period = int(period)
 
     def after_step(self):
+        """Call every writer's ``write()`` every ``period`` iterations and at the last iteration."""
         if (self.trainer.iter + 1) % self._period == 0 or self.trainer.iter == self.trainer.max_iter - 1:
             for writer in self._writers:
                 writer.write()
 
     def after_train(self):
+        """Write what is left (e.g. final evaluation results) with every writer, then close it."""
         for writer in self._writers:
             # flush what is left (e.g. final evaluation results), then close
             writer.write()
@@ -461,9 +493,14 @@ class ReduceLROnPlateau(_MetricWatcher):
                         self._metric, self._patience + 1, self.best, scheduler.scale)
 
     def state_dict(self):
+        """Return ``best``, ``num_bad_evals`` and ``num_reductions``.
+
+        The lr scale itself is part of the scheduler's state.
+        """
         return {**super().state_dict(), "num_reductions": self.num_reductions}
 
     def load_state_dict(self, state_dict):
+        """Restore ``best``, ``num_bad_evals`` and ``num_reductions`` from :meth:`state_dict`."""
         super().load_state_dict(state_dict)
         self.num_reductions = int(state_dict.get("num_reductions", 0))
 
@@ -490,6 +527,7 @@ class EarlyStopping(_MetricWatcher):
         return value > best + self._min_delta if self._mode == "max" else value < best - self._min_delta
 
     def before_train(self):
+        """If a restored state says training already stopped early, set ``max_iter`` so no step runs."""
         if self.stopped_iter is not None:
             logger.info("Early stopping already triggered at iteration %d: not training further", self.stopped_iter)
             self.trainer.max_iter = self.trainer.start_iter
@@ -504,8 +542,10 @@ class EarlyStopping(_MetricWatcher):
                 self._checkpointer.save("model_final", iteration=self.trainer.iter)
 
     def state_dict(self):
+        """Return ``best``, ``num_bad_evals`` and ``stopped_iter`` (``None`` if not stopped)."""
         return {**super().state_dict(), "stopped_iter": self.stopped_iter}
 
     def load_state_dict(self, state_dict):
+        """Restore ``best``, ``num_bad_evals`` and ``stopped_iter`` from :meth:`state_dict`."""
         super().load_state_dict(state_dict)
         self.stopped_iter = state_dict.get("stopped_iter")

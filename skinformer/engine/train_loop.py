@@ -100,24 +100,31 @@ class HookBase:
     trainer: "TrainerBase" = None
 
     def before_train(self):
+        """Called once before the first iteration."""
         pass
 
     def after_train(self):
+        """Called once after the last iteration, also when training raised."""
         pass
 
     def before_step(self):
+        """Called before each iteration."""
         pass
 
     def after_backward(self):
+        """Called in each iteration after the backward pass(es), before ``optimizer.step()``."""
         pass
 
     def after_step(self):
+        """Called after each iteration (after ``optimizer.step()``)."""
         pass
 
     def state_dict(self) -> Dict[str, Any]:
+        """Return the hook's state to store in checkpoints; empty (the default) means stateless."""
         return {}
 
     def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
+        """Restore the state returned by :meth:`state_dict` (on resume). No-op by default."""
         pass
 
 
@@ -148,6 +155,11 @@ class TrainerBase:
         self._hooks.extend(hooks)
 
     def train(self, start_iter: int, max_iter: int) -> None:
+        """Run iterations ``start_iter`` … ``max_iter - 1`` with the hooks inside a new :class:`EventStorage`.
+
+        Smoothing windows restored by :meth:`load_state_dict` are loaded into that storage first. ``self.max_iter`` is
+        re-read every iteration, so a hook may shorten the run; ``after_train`` runs even if an exception is raised.
+        """
         logger.info("Starting training from iteration %d", start_iter)
         self.iter = self.start_iter = start_iter
         self.max_iter = max_iter
@@ -171,32 +183,43 @@ class TrainerBase:
                 self.after_train()
 
     def before_train(self) -> None:
+        """Call ``before_train`` of every hook, in registration order."""
         for h in self._hooks:
             h.before_train()
 
     def after_train(self) -> None:
+        """Set ``storage.iter`` to the current iteration and call ``after_train`` of every hook."""
         self.storage.iter = self.iter
         for h in self._hooks:
             h.after_train()
 
     def before_step(self) -> None:
+        """Set ``storage.iter`` to the current iteration and call ``before_step`` of every hook."""
         # keep storage.iter equal to trainer.iter for everything that runs during the step
         self.storage.iter = self.iter
         for h in self._hooks:
             h.before_step()
 
     def after_backward(self) -> None:
+        """Call ``after_backward`` of every hook."""
         for h in self._hooks:
             h.after_backward()
 
     def after_step(self) -> None:
+        """Call ``after_step`` of every hook."""
         for h in self._hooks:
             h.after_step()
 
     def run_step(self) -> None:
+        """Run one training iteration; implemented by subclasses."""
         raise NotImplementedError
 
     def state_dict(self) -> Dict[str, Any]:
+        """Return the resumable loop state.
+
+        Keys: ``iteration``; ``hooks`` (non-empty hook states keyed by class qualname; only the first of two
+        stateful hooks of one class is saved); ``storage`` (the event storage's state, when a storage is open).
+        """
         ret: Dict[str, Any] = {"iteration": self.iter}
         hooks_state = {}
         for h in self._hooks:
@@ -215,6 +238,11 @@ class TrainerBase:
         return ret
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """Restore ``iteration`` and the hook states (matched by class qualname).
+
+        The storage state is kept and loaded into the storage that the next :meth:`train` opens. Saved
+        states of hooks that are not registered are ignored with a warning.
+        """
         self.iter = int(state_dict["iteration"])
         self._storage_state = state_dict.get("storage")
         for key, value in state_dict.get("hooks", {}).items():
@@ -278,6 +306,7 @@ class SimpleTrainer(TrainerBase):
         return self._data_loader_iter_obj
 
     def after_train(self) -> None:
+        """Report the bad samples the data loader skipped (if it supports it), then run the hooks."""
         # the loader skips bad samples as it goes; the run ends with their count
         report = getattr(self.data_loader, "report_bad_samples", None)
         if report is not None:
@@ -309,6 +338,12 @@ class SimpleTrainer(TrainerBase):
         self.optimizer.step()
 
     def run_step(self) -> None:
+        """Run one iteration: ``accumulate_steps`` forward/backward passes, ``after_backward`` hooks, then the step.
+
+        Gradients are zeroed first; each micro-batch loss is divided by ``accumulate_steps``. Losses averaged
+        over the micro-batches and the data time are written every ``gather_metric_period`` iterations and on
+        the last one. Raises ``FloatingPointError`` on a non-finite loss on any process, before the optimizer step.
+        """
         assert self.model.training, "[SimpleTrainer] model was changed to eval mode!"
         self.optimizer.zero_grad(set_to_none=True)
         n = self.accumulate_steps
@@ -379,6 +414,9 @@ class SimpleTrainer(TrainerBase):
 
     # -- state -----------------------------------------------------------------------------
     def state_dict(self) -> Dict[str, Any]:
+        """Return the loop state plus ``optimizer``, ``data_loader`` (if the loader has a ``state_dict``),
+        ``rng`` (this process's python/numpy/torch/CUDA RNG states, ``weights_only``-loadable) and ``world_size``.
+        """
         ret = super().state_dict()
         ret["optimizer"] = self.optimizer.state_dict()
         if hasattr(self.data_loader, "state_dict"):
@@ -388,6 +426,10 @@ class SimpleTrainer(TrainerBase):
         return ret
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """Restore the loop, optimizer and data loader position, and (on rank 0 only) the RNG states.
+
+        After a loader state is restored the iterator is reset, so the next batch is the one after the checkpoint.
+        """
         super().load_state_dict(state_dict)
         self.optimizer.load_state_dict(state_dict["optimizer"])
         logger.info("Restored optimizer state (%d param groups)", len(self.optimizer.param_groups))
@@ -469,12 +511,14 @@ class AMPTrainer(SimpleTrainer):
         self.grad_scaler.update()
 
     def state_dict(self) -> Dict[str, Any]:
+        """Return :meth:`SimpleTrainer.state_dict` plus ``grad_scaler`` when a ``GradScaler`` is used."""
         ret = super().state_dict()
         if self.grad_scaler is not None:
             ret["grad_scaler"] = self.grad_scaler.state_dict()
         return ret
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """Restore :meth:`SimpleTrainer.load_state_dict` state and, if present and a scaler is used, the scaler."""
         super().load_state_dict(state_dict)
         if self.grad_scaler is not None and "grad_scaler" in state_dict:
             self.grad_scaler.load_state_dict(state_dict["grad_scaler"])

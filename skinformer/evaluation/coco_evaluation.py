@@ -172,6 +172,7 @@ class COCOInstanceEvaluator(DatasetEvaluator):
 
     @classmethod
     def from_config(cls, cfg, dataset_name: str, output_dir: Optional[str] = None) -> Dict[str, Any]:
+        """Return the constructor arguments from ``dataset_name``'s metadata (``classes``, ``json_file``, id map)."""
         from skinformer.data.catalog import MetadataCatalog
 
         meta = MetadataCatalog.get(dataset_name)
@@ -182,9 +183,14 @@ class COCOInstanceEvaluator(DatasetEvaluator):
         )
 
     def reset(self) -> None:
+        """Drop the predictions collected so far."""
         self._predictions: List[Dict[str, Any]] = []
 
     def process(self, inputs: List[dict], outputs: List[dict]) -> None:
+        """Encode each output's ``instances`` as COCO result dicts and keep them with the image's id and file name.
+
+        Raises ``ValueError`` if the instances' ``image_size`` is not the input's ``(height, width)``.
+        """
         for inp, out in zip(inputs, outputs):
             rec = {"image_id": inp.get("image_id"), "file_name": inp.get("file_name"), "instances": []}
             if "instances" in out:
@@ -252,6 +258,11 @@ class COCOInstanceEvaluator(DatasetEvaluator):
         return resolve
 
     def evaluate(self) -> Dict[str, Dict[str, float]]:
+        """Gather the predictions on the main process and run ``COCOeval`` for each task.
+
+        Returns ``{"segm"|"bbox": {AP, AP50, AP75, APs, APm, APl, AP-<category>}}`` (×100, NaN where undefined) on the
+        main process and ``{}`` elsewhere; writes ``coco_instances_results.json`` when ``output_dir`` is set.
+        """
         gathered = comm.gather(self._predictions)
         if not comm.is_main_process():
             return {}

@@ -38,12 +38,15 @@ class DatasetEvaluator:
     """
 
     def reset(self) -> None:
+        """Clear the accumulated state before a new evaluation pass."""
         pass
 
     def process(self, inputs: List[dict], outputs: List[dict]) -> None:
+        """Accumulate one batch: ``inputs`` are the model's input dicts, ``outputs`` the dicts it returned."""
         pass
 
     def evaluate(self) -> Optional[Dict[str, Dict[str, float]]]:
+        """Return ``{task: {metric: value}}`` over the processed batches (``{}`` or ``None`` off the main process)."""
         return {}
 
 
@@ -55,14 +58,20 @@ class DatasetEvaluators(DatasetEvaluator):
         self._evaluators = list(evaluators)
 
     def reset(self) -> None:
+        """Reset every evaluator."""
         for e in self._evaluators:
             e.reset()
 
     def process(self, inputs, outputs) -> None:
+        """Pass the batch to every evaluator."""
         for e in self._evaluators:
             e.process(inputs, outputs)
 
     def evaluate(self):
+        """Run every evaluator's ``evaluate`` and merge the results (main process; ``{}`` elsewhere).
+
+        Raises ``KeyError`` if two evaluators report the same task.
+        """
         results = OrderedDict()
         for e in self._evaluators:
             res = e.evaluate()

@@ -174,6 +174,10 @@ class LabelMapEvaluator(DatasetEvaluator):
 
     @classmethod
     def from_config(cls, cfg, dataset_name: str, output_dir: Optional[str] = None) -> Dict[str, Any]:
+        """Return the constructor arguments from ``dataset_name``'s metadata and ``cfg``.
+
+        Label space (with ``TEST.THRESHOLD``), ``MODEL.DEVICE`` and ``resize_predictions_to_gt``.
+        """
         from skinformer.data.catalog import MetadataCatalog
 
         meta = MetadataCatalog.get(dataset_name)

@@ -60,10 +60,15 @@ class ISICTask1Evaluator(LabelMapEvaluator):
         super().__init__(task_name=task_name, **kwargs)
 
     def reset(self) -> None:
+        """Drop the per-image confusion counts and image ids collected so far."""
         self._counts: List[torch.Tensor] = []  # one int64 [tp, fp, fn, tn] per image, on the outputs' device
         self._image_ids: List[Any] = []
 
     def process(self, inputs: List[dict], outputs: List[dict]) -> None:
+        """Store each image's ``[tp, fp, fn, tn]`` pixel counts of predicted vs ground-truth foreground.
+
+        Scores (``K×H×W``) are checked and, with ``resize_to_gt``, resized to the ground truth's size first.
+        """
         for inp, out in zip(inputs, outputs):
             scores, gt_file = self._scores_and_gt_file(inp, out)
             gt_fg, valid = read_foreground(gt_file, self._space, scores.device)
@@ -78,6 +83,11 @@ class ISICTask1Evaluator(LabelMapEvaluator):
         return torch.stack(self._counts)
 
     def evaluate(self) -> Dict[str, Dict[str, float]]:
+        """Sum the statistics over processes and return ``{task_name: metrics}`` on the main process (``{}`` elsewhere).
+
+        Metrics: the per-image means and the pooled pixel metrics. With ``output_dir``, also writes
+        ``<task_name>_per_image.csv``.
+        """
         counts = self._local_counts()
         stats = all_reduce_statistics(isic_task1_statistics(counts), self._device)
         if self._output_dir:

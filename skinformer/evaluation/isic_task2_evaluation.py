@@ -56,6 +56,7 @@ class ISICTask2Evaluator(DatasetEvaluator):
 
     @classmethod
     def from_config(cls, cfg, dataset_name: str, output_dir: Optional[str] = None) -> Dict[str, Any]:
+        """Return the constructor arguments: ``classes`` from the metadata, ``MODEL.DEVICE``, ``TEST.THRESHOLD``."""
         from skinformer.data.catalog import MetadataCatalog
 
         meta = MetadataCatalog.get(dataset_name)
@@ -63,10 +64,15 @@ class ISICTask2Evaluator(DatasetEvaluator):
                     device=cfg.MODEL.DEVICE, threshold=cfg.TEST.THRESHOLD)
 
     def reset(self) -> None:
+        """Zero the summed normalised confusion counts and the image count."""
         self._sum: Optional[torch.Tensor] = None  # float64 K×4 (tp, fp, fn, tn), normalised per image
         self._num_images = 0
 
     def process(self, inputs: List[dict], outputs: List[dict]) -> None:
+        """Add each image's per-attribute ``K×4`` ``(tp, fp, fn, tn)`` counts divided by its pixel count ``H·W``.
+
+        Scores must be ``K×H×W`` and ``label_file_names`` must list ``K`` files of size ``H×W``.
+        """
         k = len(self._classes)
         for inp, out in zip(inputs, outputs):
             scores = out["sem_seg"]
@@ -86,6 +92,10 @@ class ISICTask2Evaluator(DatasetEvaluator):
             self._num_images += 1
 
     def evaluate(self) -> Dict[str, Dict[str, float]]:
+        """Sum the counts over processes and return ``{task_name: metrics}`` on the main process (``{}`` elsewhere).
+
+        Metrics: ``jaccard-<a>``, ``dice-<a>``, the micro and the mean Jaccard / Dice.
+        """
         k = len(self._classes)
         total = self._sum if self._sum is not None else torch.zeros(k, 4, dtype=torch.float64, device=self._device)
         total = all_reduce_statistics(total, self._device)

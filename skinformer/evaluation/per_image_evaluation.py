@@ -70,6 +70,7 @@ class PerImageEvaluator(DatasetEvaluator):
 
     @classmethod
     def from_config(cls, cfg, dataset_name: str, output_dir: Optional[str] = None) -> Dict[str, Any]:
+        """Return the constructor arguments: the dataset's label space (``TEST.THRESHOLD``) and ``TEST.PER_IMAGE.*``."""
         from skinformer.data.catalog import MetadataCatalog
 
         node = cfg.TEST.PER_IMAGE
@@ -78,6 +79,7 @@ class PerImageEvaluator(DatasetEvaluator):
                     output_dir=output_dir)
 
     def reset(self) -> None:
+        """Drop the per-image rows and zero the pooled 2×2 (background, foreground) confusion."""
         self._rows: List[Dict[str, Any]] = []  # one per image: name, K×M scores, binary extras
         self._conf = torch.zeros(2, 2, dtype=torch.float64)
 
@@ -97,6 +99,11 @@ class PerImageEvaluator(DatasetEvaluator):
         return pred & valid, gt & valid, valid
 
     def process(self, inputs: List[dict], outputs: List[dict]) -> None:
+        """Compute each image's ``K×M`` per-class metrics (ignored pixels excluded) and keep them as one row.
+
+        Adds the per-class ROC-AUC with ``roc_auc``; on binary data also the fg/bg/boundary IoU, HD95 and the
+        pooled confusion.
+        """
         for inp, out in zip(inputs, outputs):
             scores = out["sem_seg"]
             check_scores(scores, inp, self._classes)
@@ -117,6 +124,11 @@ class PerImageEvaluator(DatasetEvaluator):
             self._rows.append(row)
 
     def evaluate(self) -> Dict[str, Dict[str, float]]:
+        """Gather the rows on the main process and return ``{"per_image": metrics}`` (``{}`` elsewhere).
+
+        Per-image values are averaged over images ignoring NaN, then over classes; with ``output_dir`` also
+        writes ``per_image_metrics.csv``.
+        """
         rows = [r for part in comm.gather(self._rows) for r in part] if comm.get_world_size() > 1 else self._rows
         conf = self._conf
         if comm.get_world_size() > 1:

@@ -64,6 +64,7 @@ class UnitParamScheduler(ParamScheduler):
         return self.value(iteration // self._unit, math.ceil(self._max_iter / self._unit))
 
     def value(self, step: int, total_steps: int) -> float:
+        """Return the multiplier at 0-based step ``step`` of ``total_steps``; implemented by subclasses."""
         raise NotImplementedError
 
 
@@ -78,6 +79,7 @@ class StepParamScheduler(UnitParamScheduler):
         self._gamma = float(gamma)
 
     def value(self, step, total_steps):
+        """Return ``gamma ** (step // step_size)``."""
         return self._gamma ** (step // self._step_size)
 
 
@@ -89,6 +91,7 @@ class ExponentialParamScheduler(UnitParamScheduler):
         self._gamma = float(gamma)
 
     def value(self, step, total_steps):
+        """Return ``gamma ** step``."""
         return self._gamma ** step
 
 
@@ -103,6 +106,7 @@ class CosineRestartParamScheduler(UnitParamScheduler):
         self._t_0, self._t_mult, self._end = int(t_0), int(t_mult), float(end_value)
 
     def value(self, step, total_steps):
+        """Return the cosine value at ``step`` within its current restart period."""
         t_cur, t_i = step, self._t_0
         while t_cur >= t_i:
             t_cur -= t_i
@@ -138,6 +142,7 @@ class OneCycleParamScheduler(UnitParamScheduler):
         return False, (min(step, down_end) - up_end) / (down_end - up_end)
 
     def value(self, step, total_steps):
+        """Return the cosine-annealed multiplier of the rising or falling phase that ``step`` is in."""
         up, pct = self._phase(step, total_steps)
         return self._anneal(self._start, 1.0, pct) if up else self._anneal(1.0, self._min, pct)
 
@@ -209,16 +214,19 @@ class LRMultiplier(torch.optim.lr_scheduler.LRScheduler):
 
     @property
     def max_iter(self) -> int:
+        """The number of iterations that ``where = iteration / max_iter`` is relative to."""
         return self._max_iter
 
     @max_iter.setter
     def max_iter(self, value: int) -> None:
+        """Set the run length (> 0); used when a wall-clock budget re-estimates it during training."""
         # a wall-clock budget re-estimates the length of the run while it trains (engine/budget.py)
         if value <= 0:
             raise ValueError(f"LRMultiplier: max_iter must be > 0, got {value}")
         self._max_iter = int(value)
 
     def step(self, epoch=None):
+        """Advance one iteration and set each group's lr (and, for one-cycle, its momentum / beta1)."""
         super().step(epoch) if epoch is not None else super().step()
         if self._momentum is not None:
             # one-cycle: the momentum follows the schedule too (beta1 for Adam-style optimizers)
@@ -240,16 +248,25 @@ class LRMultiplier(torch.optim.lr_scheduler.LRScheduler):
         self._last_lr = lrs
 
     def state_dict(self):
+        """Return ``base_lrs``, ``last_epoch`` (the iteration), ``scale`` and ``min_lr``.
+
+        The multiplier itself is not saved; it is rebuilt from the config.
+        """
         return {"base_lrs": list(self.base_lrs), "last_epoch": self.last_epoch, "scale": self.scale,
                 "min_lr": self.min_lr}
 
     def load_state_dict(self, state_dict):
+        """Restore ``scale`` and ``min_lr`` (defaults 1 and 0 if absent), then ``base_lrs`` and ``last_epoch``."""
         state_dict = dict(state_dict)
         self.scale = float(state_dict.pop("scale", 1.0))
         self.min_lr = float(state_dict.pop("min_lr", 0.0))
         super().load_state_dict(state_dict)
 
     def get_lr(self) -> List[float]:
+        """Return ``base_lr × multiplier(last_epoch / max_iter) × scale`` for every group (``where`` clamped to [0, 1]).
+
+        Floored at ``min_lr`` once ``scale < 1``; raises ``FloatingPointError`` if the multiplier is NaN.
+        """
         where = min(max(self.last_epoch / self._max_iter, 0.0), 1.0)
         multiplier = self._multiplier(where)
         if math.isnan(multiplier):

@@ -85,19 +85,24 @@ class Boxes:
         self.tensor = tensor
 
     def clone(self) -> "Boxes":
+        """Return a deep copy (the underlying tensor is cloned)."""
         return Boxes(self.tensor.clone())
 
     def to(self, *args, **kwargs) -> "Boxes":
+        """Return new ``Boxes`` with the tensor moved/cast via ``torch.Tensor.to``."""
         return Boxes(self.tensor.to(*args, **kwargs))
 
     @property
     def device(self):
+        """Device of the underlying tensor."""
         return self.tensor.device
 
     def area(self) -> torch.Tensor:
+        """Return the ``N`` box areas in pixels² (negative widths/heights count as 0)."""
         return box_area(self.tensor)
 
     def clip(self, box_size) -> None:
+        """Clamp the boxes in place to an image of size ``box_size = (h, w)``: x to ``[0, w]``, y to ``[0, h]``."""
         h, w = box_size
         self.tensor[:, 0].clamp_(0, w)
         self.tensor[:, 1].clamp_(0, h)
@@ -105,11 +110,13 @@ class Boxes:
         self.tensor[:, 3].clamp_(0, h)
 
     def nonempty(self, threshold: float = 0.0) -> torch.Tensor:
+        """Return an ``N`` bool mask of boxes whose width and height are both strictly greater than ``threshold``."""
         w = self.tensor[:, 2] - self.tensor[:, 0]
         h = self.tensor[:, 3] - self.tensor[:, 1]
         return (w > threshold) & (h > threshold)
 
     def scale(self, scale_x: float, scale_y: float) -> None:
+        """Scale the boxes in place: x coordinates by ``scale_x``, y coordinates by ``scale_y``."""
         self.tensor[:, 0::2] *= scale_x
         self.tensor[:, 1::2] *= scale_y
 
@@ -126,6 +133,7 @@ class Boxes:
 
     @classmethod
     def cat(cls, boxes_list: List["Boxes"]) -> "Boxes":
+        """Concatenate a list of ``Boxes`` into one; an empty list gives ``0×4`` boxes."""
         if len(boxes_list) == 0:
             return cls(torch.empty(0, 4))
         return cls(torch.cat([b.tensor for b in boxes_list], dim=0))

@@ -26,10 +26,12 @@ class ImageList:
         return self.tensor[idx, ..., :h, :w]
 
     def to(self, *args, **kwargs) -> "ImageList":
+        """Return a new ``ImageList`` with the tensor moved/cast via ``torch.Tensor.to`` (sizes unchanged)."""
         return ImageList(self.tensor.to(*args, **kwargs), self.image_sizes)
 
     @property
     def device(self) -> torch.device:
+        """Device of the padded batch tensor."""
         return self.tensor.device
 
     @staticmethod

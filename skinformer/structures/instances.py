@@ -20,6 +20,7 @@ class Instances:
 
     @property
     def image_size(self) -> Tuple[int, int]:
+        """The ``(h, w)`` image size in pixels."""
         return self._image_size
 
     def __setattr__(self, name: str, val: Any) -> None:
@@ -34,24 +35,30 @@ class Instances:
         return self._fields[name]
 
     def set(self, name: str, value: Any) -> None:
+        """Set field ``name`` to ``value``; its length must match that of the existing fields."""
         n = len(value)
         if len(self._fields):
             assert len(self) == n, f"Adding a field of length {n} to Instances of length {len(self)}"
         self._fields[name] = value
 
     def has(self, name: str) -> bool:
+        """Return whether field ``name`` exists."""
         return name in self._fields
 
     def remove(self, name: str) -> None:
+        """Delete field ``name`` (``KeyError`` if absent)."""
         del self._fields[name]
 
     def get(self, name: str) -> Any:
+        """Return the value of field ``name`` (``KeyError`` if absent)."""
         return self._fields[name]
 
     def get_fields(self) -> Dict[str, Any]:
+        """Return the name→value dict of all fields (the internal dict, not a copy)."""
         return self._fields
 
     def to(self, *args: Any, **kwargs: Any) -> "Instances":
+        """Return new ``Instances`` with each field that has a ``.to`` method moved/cast by it (others kept as is)."""
         ret = Instances(self._image_size)
         for k, v in self._fields.items():
             if hasattr(v, "to"):
@@ -76,6 +83,11 @@ class Instances:
 
     @staticmethod
     def cat(instance_lists: List["Instances"]) -> "Instances":
+        """Concatenate ``Instances`` of the same image along the instance dimension.
+
+        Fields are joined with ``torch.cat`` (tensors), list chaining (lists) or ``type(v).cat``; the field names of the
+        first element are used. A single-element list returns that element itself (not a copy).
+        """
         assert len(instance_lists) > 0
         if len(instance_lists) == 1:
             return instance_lists[0]

@@ -32,10 +32,12 @@ class BitMasks:
         self.image_size = tensor.shape[1:]
 
     def to(self, *args, **kwargs) -> "BitMasks":
+        """Return new ``BitMasks`` with the tensor moved/cast via ``torch.Tensor.to``."""
         return BitMasks(self.tensor.to(*args, **kwargs))
 
     @property
     def device(self):
+        """Device of the underlying mask tensor."""
         return self.tensor.device
 
     def __getitem__(self, item) -> "BitMasks":
@@ -47,9 +49,11 @@ class BitMasks:
         return self.tensor.shape[0]
 
     def nonempty(self) -> torch.Tensor:
+        """Return an ``N`` bool mask of masks with at least one foreground pixel."""
         return self.tensor.flatten(1).any(dim=1)
 
     def area(self) -> torch.Tensor:
+        """Return the ``N`` foreground pixel counts (int64)."""
         return self.tensor.flatten(1).sum(dim=1)
 
     def get_bounding_boxes(self) -> Boxes:
@@ -58,6 +62,11 @@ class BitMasks:
 
     @staticmethod
     def from_polygon_masks(polygons: List[List[Sequence[float]]], height: int, width: int) -> "BitMasks":
+        """Rasterise per-instance COCO polygons into ``N×height×width`` masks.
+
+        Args:
+            polygons: one list of polygons (flat ``x0, y0, x1, y1, ...``) per instance, merged into one mask.
+        """
         arr = [polygons_to_bitmask(p, height, width) for p in polygons]
         if len(arr) == 0:
             return BitMasks(torch.zeros((0, height, width), dtype=torch.bool))
@@ -65,6 +74,7 @@ class BitMasks:
 
     @staticmethod
     def cat(masks_list: List["BitMasks"]) -> "BitMasks":
+        """Concatenate a non-empty list of ``BitMasks`` of the same image size along the instance dimension."""
         return BitMasks(torch.cat([m.tensor for m in masks_list], dim=0))
 
     def __repr__(self) -> str:
