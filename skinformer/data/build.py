@@ -212,6 +212,7 @@ class TrainLoader:
 
     @property
     def seed(self) -> int:
+        """Seed of the sampler's shuffled index stream."""
         return self.sampler.seed
 
     @property
@@ -220,6 +221,8 @@ class TrainLoader:
         return self._num_batches
 
     def state_dict(self) -> Dict:
+        """Position of the data stream: batches handed out, seed, and batch/world/dataset sizes
+        (the sizes are only compared on :meth:`load_state_dict`)."""
         return {
             "num_batches": self._num_batches,
             "seed": self.sampler.seed,
@@ -229,6 +232,8 @@ class TrainLoader:
         }
 
     def load_state_dict(self, state: Dict) -> None:
+        """Resume the stream from a :meth:`state_dict`: restore the batch count and seed (rebuilding
+        the sampler if the seed differs); size mismatches are logged, not raised. A live iterator restarts there."""
         for key, now in (("batch_size", self.batch_size), ("world_size", self.sampler.world_size),
                          ("dataset_size", len(self.dataset))):
             if key in state and state[key] != now:

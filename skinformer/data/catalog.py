@@ -162,14 +162,17 @@ class Metadata(types.SimpleNamespace):
         super().__setattr__(key, val)
 
     def as_dict(self) -> Dict[str, Any]:
+        """Shallow copy of all metadata fields as a dict."""
         return copy.copy(self.__dict__)
 
     def set(self, **kwargs) -> "Metadata":
+        """Set the given fields as attributes; returns ``self`` for chaining."""
         for k, v in kwargs.items():
             setattr(self, k, v)
         return self
 
     def get(self, key: str, default: Any = None) -> Any:
+        """Field ``key``, or ``default`` if it is not set."""
         return self.__dict__.get(key, default)
 
 

@@ -54,18 +54,22 @@ class TrainingSampler(torch.utils.data.Sampler):
 
     @property
     def seed(self) -> int:
+        """Seed of the shuffle (shared by all ranks)."""
         return self._seed
 
     @property
     def size(self) -> int:
+        """Number of samples in the dataset."""
         return self._size
 
     @property
     def rank(self) -> int:
+        """Rank of this process."""
         return self._rank
 
     @property
     def world_size(self) -> int:
+        """Number of processes the index stream is split over."""
         return self._world_size
 
     def permutation(self, epoch: int) -> np.ndarray:

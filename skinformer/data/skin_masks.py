@@ -57,6 +57,7 @@ class GenerationReport(PairingReport):
 
     @property
     def num_problems(self) -> int:
+        """Total of unpaired originals, unpaired marked images, ambiguous and failed samples."""
         return (len(self.unpaired_originals) + len(self.unpaired_marked) + len(self.ambiguous)
                 + len(self.failed))
 

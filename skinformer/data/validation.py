@@ -56,19 +56,25 @@ class ValidationReport:
 
     @property
     def num_errors(self) -> int:
+        """Total number of errors over all kinds."""
         return sum(len(v) for v in self.errors.values())
 
     @property
     def ok(self) -> bool:
+        """True if no error was recorded."""
         return self.num_errors == 0
 
     def error(self, kind: str, file: str, msg: str) -> None:
+        """Record an error of ``kind`` for ``file``."""
         self.errors[kind].append((file, msg))
 
     def note(self, kind: str, file: str, msg: str = "") -> None:
+        """Record a (non-fatal) note of ``kind`` for ``file``."""
         self.notes[kind].append((file, msg))
 
     def format(self, max_per_kind: int = 10) -> str:
+        """Human-readable summary: counts per error kind with up to ``max_per_kind`` examples each,
+        then one line per note kind."""
         lines = [f"Dataset '{self.name}': {self.num_checked} samples checked, {self.num_errors} error(s)."]
         for kind, desc in ERROR_KINDS.items():
             items = self.errors.get(kind, [])

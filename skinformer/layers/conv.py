@@ -29,6 +29,7 @@ class Conv2d(nn.Conv2d):
         return self.weight * scale.reshape(-1, 1, 1, 1).to(self.weight.dtype), bias.to(self.weight.dtype)
 
     def forward(self, x):
+        """Convolution, then norm (folded in if frozen BN) and activation: ``B×C_in×H×W -> B×C_out×H'×W'``."""
         if isinstance(self.norm, FrozenBatchNorm2d):
             x = self._conv_forward(x, *self._frozen_bn_folded())
         else:

@@ -26,6 +26,7 @@ class MLP(nn.Module):
         self.layers = nn.ModuleList(nn.Linear(i, o) for i, o in zip(dims_in, dims_out))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Linear layers with the activation between them (not after the last): ``...×D_in -> ...×D_out``."""
         for i, layer in enumerate(self.layers):
             x = layer(x)
             if i < self.num_layers - 1:

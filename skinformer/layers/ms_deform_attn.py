@@ -78,6 +78,7 @@ class MSDeformAttn(nn.Module):
         nn.init.constant_(self.output_proj.bias, 0.0)
 
     def extra_repr(self) -> str:
+        """Module summary: sizes, levels, heads, points and backend."""
         return (f"d_model={self.d_model}, n_levels={self.n_levels}, n_heads={self.n_heads}, "
                 f"n_points={self.n_points}, backend={self.backend!r}")
 

@@ -31,10 +31,12 @@ class FrozenBatchNorm2d(nn.Module):
                                       error_msgs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Batch norm with the fixed statistics and affine parameters: ``B×C×H×W -> B×C×H×W``."""
         return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, training=False,
                             eps=self.eps)
 
     def extra_repr(self) -> str:
+        """Module summary: number of features and eps."""
         return f"{self.num_features}, eps={self.eps}"
 
 
@@ -66,6 +68,7 @@ class LayerNorm2d(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Layer norm over the channel axis with a per-channel affine: ``B×C×H×W -> B×C×H×W``."""
         u = x.mean(1, keepdim=True)
         s = (x - u).pow(2).mean(1, keepdim=True)
         x = (x - u) / torch.sqrt(s + self.eps)

@@ -292,6 +292,7 @@ class SetCriterion(nn.Module):
         }
 
     def get_loss(self, loss: str, outputs, targets, indices: Indices, num_masks: float) -> Dict[str, torch.Tensor]:
+        """Compute one loss group (``labels``, ``masks`` or ``boxes``) for the matched ``indices``."""
         return getattr(self, self._LOSS_FNS[loss])(outputs, targets, indices, num_masks)
 
     def _all_losses(self, outputs, targets, indices, num_masks, suffix: str = "",
@@ -427,6 +428,7 @@ class SetCriterion(nn.Module):
         return losses
 
     def extra_repr(self) -> str:
+        """Module summary: number of classes, losses and the main options."""
         return (f"num_classes={self.num_classes}, losses={self.losses}, class_loss={self.class_loss!r}, "
                 f"eos_coef={self.eos_coef}, num_points={self.num_points}, single_matching={self.single_matching}, "
                 f"dn_enabled={self.dn_enabled}, proposal_empty_gt={self.proposal_empty_gt!r}, "

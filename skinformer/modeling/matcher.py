@@ -183,6 +183,7 @@ class HungarianMatcher(nn.Module):
         return indices, min_costs
 
     def extra_repr(self) -> str:
+        """Module summary: cost weights and matching options."""
         return (f"cost_class={self.cost_class}, cost_mask={self.cost_mask}, cost_dice={self.cost_dice}, "
                 f"cost_box={self.cost_box}, cost_giou={self.cost_giou}, num_points={self.num_points}, "
                 f"class_loss={self.class_loss!r}, class_cost_type={self.class_cost_type!r}, "

@@ -69,6 +69,7 @@ class MaskPostProcessor:
 
     @property
     def active(self) -> bool:
+        """True if any cleaning step is enabled."""
         return (any(k > 1 for k in self.opening + self.closing) or self.fill_holes or self.keep_largest
                 or self.min_area > 0)
 

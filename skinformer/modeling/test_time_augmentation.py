@@ -85,12 +85,14 @@ class SegmentorWithTTA(nn.Module):
 
     @classmethod
     def from_config(cls, cfg, model):
+        """Keyword arguments from ``cfg.TEST.AUG`` around ``model``."""
         aug = cfg.TEST.AUG
         return {"model": model, "min_sizes": aug.MIN_SIZES, "max_size": aug.MAX_SIZE, "hflip": aug.FLIP,
                 "vflip": aug.VFLIP, "fixed_size": fixed_size(cfg)}
 
     @property
     def num_augmentations(self) -> int:
+        """Number of scales times number of flips."""
         return len(self.min_sizes) * len(self.flips)
 
     def output_shape(self, h: int, w: int, short: int) -> Tuple[int, int]:
@@ -115,6 +117,8 @@ class SegmentorWithTTA(nn.Module):
         return torch.from_numpy(np.ascontiguousarray(out.transpose(2, 0, 1)))
 
     def forward(self, batched_inputs: List[Dict]) -> List[Dict]:
+        """Per image, the wrapped model's output with ``sem_seg`` averaged over all scales and flips
+        (instances from the first one). Raises ``RuntimeError`` in training mode."""
         if self.training:
             raise RuntimeError("SegmentorWithTTA is for inference; train the wrapped model itself")
         return [self._inference_one(x) for x in batched_inputs]

@@ -30,6 +30,7 @@ class InferenceMapper:
 
     @classmethod
     def from_config(cls, cfg, is_train: bool = False):
+        """Keyword arguments from ``cfg``: the test-time augmentations and ``INPUT.FORMAT``."""
         return {
             "is_train": is_train,
             "augmentations": build_augmentation(cfg, is_train=False),

@@ -123,6 +123,8 @@ class InstanceMapper:
 
     @classmethod
     def from_config(cls, cfg, is_train: bool = True):
+        """Keyword arguments from ``cfg``: the LSJ augmentations, input format, size divisibility and the
+        metadata of the train (or test) datasets."""
         names = list(cfg.DATASETS.TRAIN if is_train else cfg.DATASETS.TEST)
         return mapper_arguments(cfg, is_train, build_lsj_augmentation(cfg, is_train), dataset_metadata_table(names))
 

@@ -84,6 +84,8 @@ class SemanticMapper:
 
     @classmethod
     def from_config(cls, cfg, is_train: bool = True):
+        """Keyword arguments from ``cfg`` (as :meth:`MultiLabelMapper.from_config`); raises ``ValueError``
+        if a dataset's ``ignore_label`` differs from ``MODEL.SEM_SEG_HEAD.IGNORE_VALUE``."""
         names = list(cfg.DATASETS.TRAIN if is_train else cfg.DATASETS.TEST)
         metadata = dataset_metadata_table(names)
         ignore = int(cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE)

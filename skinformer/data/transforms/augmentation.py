@@ -89,6 +89,7 @@ class AugInput:
             self.boxes = tfm.apply_box(np.asarray(self.boxes, dtype=np.float64).copy())
 
     def apply_augmentations(self, augmentations, rng) -> TransformList:
+        """Apply ``augmentations`` in place with ``rng``; returns the :class:`TransformList` used."""
         return AugmentationList(augmentations)(self, rng)
 
 
@@ -108,6 +109,8 @@ class Augmentation:
                     setattr(self, k, v)
 
     def get_transform(self, *args, rng: np.random.Generator) -> Transform:
+        """Draw a :class:`Transform` from ``rng`` for the given inputs (named by ``input_args``).
+        Subclasses must implement it."""
         raise NotImplementedError
 
     def __call__(self, aug_input: AugInput, rng) -> Transform:

@@ -55,6 +55,8 @@ class Resize(Augmentation):
         self._init(locals())
 
     def get_transform(self, image: np.ndarray, *, rng: np.random.Generator) -> Transform:
+        """Resize to the fixed ``shape`` (``INTER_AREA`` when shrinking both sides); a no-op if the size
+        already matches."""
         h, w = image.shape[:2]
         new_h, new_w = self.shape
         if (h, w) == (new_h, new_w):
@@ -80,6 +82,8 @@ class ResizeShortestEdge(Augmentation):
         self._init(locals())
 
     def get_transform(self, image: np.ndarray, *, rng: np.random.Generator) -> Transform:
+        """Resize so the short edge is a sampled length (capped by ``max_size``); a sampled length of 0
+        gives a no-op."""
         h, w = image.shape[:2]
         if self.sample_style == "range":
             size = int(rng.integers(self.short_edge_length[0], self.short_edge_length[1] + 1))
@@ -92,6 +96,8 @@ class ResizeShortestEdge(Augmentation):
 
     @staticmethod
     def get_output_shape(h: int, w: int, short_edge_length: int, max_size: int) -> Tuple[int, int]:
+        """``(newh, neww)`` with the short edge scaled to ``short_edge_length`` and the long edge at most
+        ``max_size``, rounded to the nearest integer."""
         scale = short_edge_length / min(h, w)
         newh, neww = h * scale, w * scale
         if max(newh, neww) > max_size:
@@ -112,6 +118,8 @@ class ResizeScale(Augmentation):
         self._init(locals())
 
     def get_transform(self, image: np.ndarray, *, rng: np.random.Generator) -> Transform:
+        """Resize by a random scale in ``[min_scale, max_scale]`` times the factor that fits the image into
+        the target size, keeping the aspect ratio."""
         h, w = image.shape[:2]
         s = rng.uniform(self.min_scale, self.max_scale)
         factor = min(self.target_height * s / h, self.target_width * s / w)
@@ -144,6 +152,8 @@ class RandomCrop(Augmentation):
         self._init(locals())
 
     def get_crop_size(self, image_size: Tuple[int, int], rng: np.random.Generator) -> Tuple[int, int]:
+        """Crop ``(h, w)`` for an image of ``image_size`` according to ``crop_type`` (relative,
+        relative_range, absolute or absolute_range), never larger than the image."""
         h, w = image_size
         ch, cw = self.crop_size
         if self.crop_type == "relative":
@@ -165,6 +175,7 @@ class RandomCrop(Augmentation):
         return CropTransform(x0, y0, cw, ch, orig_w=w, orig_h=h)
 
     def get_transform(self, image: np.ndarray, *, rng: np.random.Generator) -> Transform:
+        """Crop of :meth:`get_crop_size` at a random position inside the image."""
         h, w = image.shape[:2]
         ch, cw = self.get_crop_size((h, w), rng)
         return self._crop_at_random(h, w, ch, cw, rng)
@@ -185,6 +196,8 @@ class RandomCropCategoryAreaConstraint(RandomCrop):
 
     def get_transform(self, image: np.ndarray, sem_seg: Optional[np.ndarray] = None, *,
                       rng: np.random.Generator) -> Transform:
+        """Random crop, retried up to 10 times until it holds more than one (non-ignored) category and
+        none covers ``single_category_max_area`` of it; otherwise the last try is returned."""
         h, w = image.shape[:2]
         if self.single_category_max_area >= 1.0 or sem_seg is None:
             return super().get_transform(image, rng=rng)
@@ -213,6 +226,8 @@ class FixedSizeCrop(Augmentation):
         self._init(locals())
 
     def get_transform(self, image: np.ndarray, *, rng: np.random.Generator) -> Transform:
+        """Crop ``crop_size`` at a random position; if the image is smaller and ``pad`` is set, pad the
+        crop right/bottom to ``crop_size``."""
         h, w = image.shape[:2]
         th, tw = self.crop_size
         max_y, max_x = max(h - th, 0), max(w - tw, 0)
@@ -238,6 +253,8 @@ class PadToDivisible(Augmentation):
         self._init(locals())
 
     def get_transform(self, image: np.ndarray, *, rng: np.random.Generator) -> Transform:
+        """Pad right/bottom so height and width are multiples of ``size_divisibility``; a no-op if they
+        already are or it is <= 0."""
         d = int(self.size_divisibility)
         h, w = image.shape[:2]
         if d <= 0 or (h % d == 0 and w % d == 0):
@@ -259,6 +276,7 @@ class RandomFlip(Augmentation):
         self._init(locals())
 
     def get_transform(self, image: np.ndarray, *, rng: np.random.Generator) -> Transform:
+        """Horizontal (or vertical) flip with probability ``prob``, else a no-op."""
         h, w = image.shape[:2]
         if rng.random() >= self.prob:
             return NoOpTransform()
@@ -284,6 +302,8 @@ class RandomRotation(Augmentation):
         self._init(locals())
 
     def get_transform(self, image: np.ndarray, *, rng: np.random.Generator) -> Transform:
+        """With probability ``prob``, a rotation by an angle sampled from ``angle``; a no-op otherwise or
+        for multiples of 360°."""
         h, w = image.shape[:2]
         if rng.random() >= self.prob:
             return NoOpTransform()
@@ -310,6 +330,8 @@ class RandomShear(Augmentation):
         self._init(locals())
 
     def get_transform(self, image: np.ndarray, *, rng: np.random.Generator) -> Transform:
+        """With probability ``prob``, a shear with factors uniform in ``±max_shear`` along the enabled
+        axes, else a no-op."""
         h, w = image.shape[:2]
         if rng.random() >= self.prob:
             return NoOpTransform()
@@ -332,6 +354,8 @@ class ElasticTransform(Augmentation):
         self._init(locals())
 
     def get_transform(self, image: np.ndarray, *, rng: np.random.Generator) -> Transform:
+        """With probability ``prob``, an elastic deformation: two ``H×W`` uniform noise fields blurred by
+        a Gaussian of ``sigma`` and scaled by ``alpha``; else a no-op."""
         h, w = image.shape[:2]
         if rng.random() >= self.prob:
             return NoOpTransform()
@@ -359,6 +383,8 @@ class ColorAugSSD(Augmentation):
         self._init(locals())
 
     def get_transform(self, image: np.ndarray, *, rng: np.random.Generator) -> Transform:
+        """Sample SSD-style photometric distortions: brightness (p=0.5), then contrast, saturation and
+        hue (each p=0.5) with contrast either first or last."""
         brightness = None
         if rng.random() < 0.5:
             brightness = float(rng.uniform(-self.brightness_delta, self.brightness_delta))

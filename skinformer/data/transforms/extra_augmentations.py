@@ -37,9 +37,12 @@ class AlbumentationsTransform(Transform):
         self._compose = lambda: A.Compose([op], seed=self.seed)
 
     def apply_image(self, img: np.ndarray) -> np.ndarray:
+        """Apply the op to the image with the fixed seed."""
         return self._compose()(image=np.ascontiguousarray(img))["image"]
 
     def apply_segmentation(self, segmentation: np.ndarray) -> np.ndarray:
+        """Warp an ``H×W`` label map / mask like the image if ``geometric``, keeping its dtype;
+        otherwise return it unchanged."""
         if not self.geometric:
             return segmentation
         seg = np.ascontiguousarray(segmentation)
@@ -50,11 +53,14 @@ class AlbumentationsTransform(Transform):
         return out.astype(dtype)
 
     def apply_coords(self, coords: np.ndarray) -> np.ndarray:
+        """Coordinates unchanged for photometric ops; raises ``NotImplementedError`` for non-empty coords
+        of geometric ones."""
         if self.geometric and len(coords):
             raise NotImplementedError("AlbumentationsTransform: boxes of warped samples are recomputed from the masks")
         return coords
 
     def inverse(self) -> Transform:
+        """Not supported: always raises ``NotImplementedError``."""
         raise NotImplementedError("albumentations warps are not invertible")
 
 
@@ -90,12 +96,16 @@ class ShrinkPasteTransform(Transform):
         return out.astype(arr.dtype)
 
     def apply_image(self, img: np.ndarray) -> np.ndarray:
+        """Shrink the image and paste it centred on a canvas of the anchor pixel's colour."""
         return self._paste(img)
 
     def apply_segmentation(self, segmentation: np.ndarray) -> np.ndarray:
+        """Shrink the label map / mask (nearest) and paste it centred on a canvas of its value at the
+        anchor pixel."""
         return self._paste(segmentation)
 
     def apply_coords(self, coords: np.ndarray) -> np.ndarray:
+        """Scale ``N×2`` ``(x, y)`` coordinates by the shrink factor and shift them to the pasted position."""
         sx, sy = self.nw / self.w, self.nh / self.h
         return coords * np.array([sx, sy]) + np.array([self.x0, self.y0])
 
@@ -110,6 +120,8 @@ class RandomShrinkPaste(Augmentation):
         self._init(dict(factors=tuple(float(f) for f in factors), prob=prob))
 
     def get_transform(self, image: np.ndarray, *, rng: np.random.Generator) -> Transform:
+        """With probability ``prob``, a :class:`ShrinkPasteTransform` with a factor drawn from
+        ``factors``, else a no-op."""
         if rng.random() >= self.prob:
             return NoOpTransform()
         h, w = image.shape[:2]
@@ -222,6 +234,8 @@ class RandomLowResCrop(Augmentation):
         self._init(dict(scale=(lo, hi), crop_size=tuple(int(v) for v in crop_size), prob=prob, seg_fill=seg_fill))
 
     def get_transform(self, image: np.ndarray, *, rng: np.random.Generator) -> Transform:
+        """With probability ``prob``: downscale by a factor in ``scale`` (``INTER_AREA``), pad up to
+        ``crop_size`` if needed, then take a random ``crop_size`` crop; else a no-op."""
         if rng.random() >= self.prob:
             return NoOpTransform()
         h, w = image.shape[:2]

@@ -74,6 +74,8 @@ class ResizeTransform(Transform):
             )
 
     def apply_image(self, img: np.ndarray) -> np.ndarray:
+        """Resize an ``H×W(×C)`` image to ``new_h×new_w`` with ``interp`` (channel axis kept); returned
+        as-is if the size is unchanged."""
         self._check(img)
         if (self.new_h, self.new_w) == (self.h, self.w):
             return img
@@ -92,15 +94,18 @@ class ResizeTransform(Transform):
         return arr[ys[:, None], xs[None, :]]
 
     def apply_segmentation(self, segmentation: np.ndarray) -> np.ndarray:
+        """Resize a label map / mask to ``new_h×new_w`` with nearest-neighbour sampling."""
         self._check(segmentation)
         return self._nearest(segmentation)
 
     def apply_coords(self, coords: np.ndarray) -> np.ndarray:
+        """Scale ``N×2`` ``(x, y)`` coordinates in place to the new size."""
         coords[:, 0] = coords[:, 0] * (self.new_w / self.w)
         coords[:, 1] = coords[:, 1] * (self.new_h / self.h)
         return coords
 
     def inverse(self) -> Transform:
+        """Resize back from ``new_h×new_w`` to ``h×w`` with the same interpolation."""
         return ResizeTransform(self.new_h, self.new_w, self.h, self.w, self.interp)
 
 
@@ -136,18 +141,22 @@ class AffineTransform(Transform):
         return out
 
     def apply_image(self, img: np.ndarray) -> np.ndarray:
+        """Warp the image with the affine matrix, ``interp`` and ``img_fill``."""
         return self._warp(img, self.interp, self.img_fill)
 
     def apply_segmentation(self, segmentation: np.ndarray) -> np.ndarray:
+        """Warp a label map / mask with nearest-neighbour sampling, filling with ``seg_fill``."""
         return _cv2_seg(segmentation, lambda s: self._warp(s, cv2.INTER_NEAREST, self.seg_fill))
 
     def apply_coords(self, coords: np.ndarray) -> np.ndarray:
+        """Map ``N×2`` ``(x, y)`` coordinates through the affine matrix (float64)."""
         if len(coords) == 0:
             return coords
         coords = np.asarray(coords, dtype=np.float64)
         return coords @ self.matrix[:, :2].T + self.matrix[:, 2]
 
     def inverse(self) -> Transform:
+        """The inverse affine warp, from the output size back to the input size."""
         inv = cv2.invertAffineTransform(self.matrix)
         return AffineTransform(inv, self.out_h, self.out_w, self.h, self.w, self.interp, self.img_fill, self.seg_fill)
 
@@ -228,9 +237,11 @@ class ElasticDeformTransform(Transform):
         return out
 
     def apply_image(self, img: np.ndarray) -> np.ndarray:
+        """Remap the image through the displacement field with ``interp``."""
         return self._remap(img, self.interp)
 
     def apply_segmentation(self, segmentation: np.ndarray) -> np.ndarray:
+        """Remap a label map / mask through the displacement field with nearest-neighbour sampling."""
         return _cv2_seg(segmentation, lambda s: self._remap(s, cv2.INTER_NEAREST))
 
     def apply_coords(self, coords: np.ndarray) -> np.ndarray:
@@ -307,6 +318,8 @@ class ColorAugSSDTransform(Transform):
     _OPS = {"contrast": "_contrast", "saturation": "_saturation", "hue": "_hue"}
 
     def apply_image(self, img: np.ndarray) -> np.ndarray:
+        """Apply the brightness shift and the sampled ops in order to an ``H×W×3`` uint8 image
+        (raises ``ValueError`` otherwise)."""
         if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
             raise ValueError(f"ColorAugSSDTransform needs an H×W×3 uint8 image, got {img.dtype} {img.shape}")
         if self.brightness_delta is not None:
@@ -316,10 +329,13 @@ class ColorAugSSDTransform(Transform):
         return img
 
     def apply_segmentation(self, segmentation: np.ndarray) -> np.ndarray:
+        """Photometric only: the label map is returned unchanged."""
         return segmentation
 
     def apply_coords(self, coords: np.ndarray) -> np.ndarray:
+        """Photometric only: coordinates are returned unchanged."""
         return coords
 
     def inverse(self) -> Transform:
+        """A :class:`NoOpTransform` (geometry is unchanged)."""
         return NoOpTransform()

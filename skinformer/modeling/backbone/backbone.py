@@ -30,6 +30,7 @@ class Backbone(nn.Module, metaclass=ABCMeta):
         return 0
 
     def output_shape(self) -> Dict[str, ShapeSpec]:
+        """``{name: ShapeSpec(channels, stride)}`` of every output feature."""
         return {
             name: ShapeSpec(channels=self._out_feature_channels[name], stride=self._out_feature_strides[name])
             for name in self._out_features

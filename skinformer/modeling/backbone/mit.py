@@ -47,6 +47,7 @@ class OverlapPatchEmbeddings(nn.Module):
         self.layer_norm = nn.LayerNorm(hidden_size)
 
     def forward(self, x: torch.Tensor):
+        """``B×C×H×W -> (B×(H'·W')×D tokens, H', W')``."""
         x = self.proj(x)
         h, w = x.shape[-2:]
         return self.layer_norm(x.flatten(2).transpose(1, 2)), h, w
@@ -74,6 +75,8 @@ class EfficientSelfAttention(nn.Module):
         return x.view(b, n, self.num_heads, c // self.num_heads).transpose(1, 2)
 
     def forward(self, x: torch.Tensor, h: int, w: int) -> torch.Tensor:
+        """Self-attention of ``B×N×C`` tokens (an ``h×w`` grid) with keys/values from the reduced
+        sequence: ``B×N×C -> B×N×C``."""
         b, n, c = x.shape
         q = self._heads(self.query(x))
         kv = x
@@ -90,6 +93,7 @@ class SelfOutput(nn.Module):
         self.dense = nn.Linear(hidden_size, hidden_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Output projection: ``B×N×C -> B×N×C``."""
         return self.dense(x)
 
 
@@ -100,6 +104,7 @@ class Attention(nn.Module):
         self.output = SelfOutput(hidden_size)
 
     def forward(self, x: torch.Tensor, h: int, w: int) -> torch.Tensor:
+        """Efficient self-attention then output projection: ``B×N×C -> B×N×C`` (``N = h·w``)."""
         return self.output(self.self(x, h, w))
 
 
@@ -109,6 +114,7 @@ class DWConv(nn.Module):
         self.dwconv = nn.Conv2d(dim, dim, 3, 1, 1, groups=dim)
 
     def forward(self, x: torch.Tensor, h: int, w: int) -> torch.Tensor:
+        """3×3 depth-wise conv on the ``h×w`` token grid: ``B×N×C -> B×N×C``."""
         b, n, c = x.shape
         return self.dwconv(x.transpose(1, 2).reshape(b, c, h, w)).flatten(2).transpose(1, 2)
 
@@ -123,6 +129,7 @@ class MixFFN(nn.Module):
         self.dense2 = nn.Linear(mlp_hidden, hidden_size)
 
     def forward(self, x: torch.Tensor, h: int, w: int) -> torch.Tensor:
+        """``B×N×C -> B×N×C`` on tokens of an ``h×w`` grid."""
         return self.dense2(F.gelu(self.dwconv(self.dense1(x), h, w)))
 
 
@@ -134,6 +141,7 @@ class DropPath(nn.Module):
         self.p = p
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Zero whole samples with probability ``p`` and rescale the rest by ``1/(1-p)``; identity in eval."""
         if not self.training or self.p == 0.0:
             return x
         keep = 1.0 - self.p
@@ -151,6 +159,7 @@ class MiTLayer(nn.Module):
         self.mlp = MixFFN(hidden_size, hidden_size * mlp_ratio)
 
     def forward(self, x: torch.Tensor, h: int, w: int) -> torch.Tensor:
+        """Pre-norm attention and Mix-FFN residual blocks with drop path: ``B×N×C -> B×N×C``."""
         x = x + self.drop_path(self.attention(self.layer_norm_1(x), h, w))
         return x + self.drop_path(self.mlp(self.layer_norm_2(x), h, w))
 
@@ -219,6 +228,7 @@ class MiTBackbone(Backbone):
 
     @classmethod
     def from_config(cls, cfg, input_shape: ShapeSpec = None):
+        """Keyword arguments from ``cfg.MODEL.MIT`` (input channels from ``input_shape``, default 3)."""
         node = cfg.MODEL.MIT
         return {
             "variant": node.VARIANT,
@@ -229,6 +239,8 @@ class MiTBackbone(Backbone):
         }
 
     def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """``B×3×H×W`` -> ``{name: B×C_i×H/s×W/s}`` for the requested ``res2..res5``; stages after the
+        last requested one are skipped."""
         out = {}
         b = x.shape[0]
         for i, (embed, blocks, norm) in enumerate(zip(self.patch_embeddings, self.block, self.layer_norm)):
@@ -245,6 +257,7 @@ class MiTBackbone(Backbone):
 
     @property
     def size_divisibility(self) -> int:
+        """32: input sides must be multiples of the coarsest stride."""
         return 32
 
 

@@ -59,6 +59,7 @@ class CNNBlockBase(nn.Module):
         self.stride = stride
 
     def freeze(self) -> "CNNBlockBase":
+        """Make the block non-trainable (no gradients, frozen BatchNorms); returns the block."""
         return _freeze_module(self)
 
 
@@ -81,6 +82,7 @@ class BasicBlock(CNNBlockBase):
                 _c2_msra_fill(layer)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``B×C_in×H×W -> B×C_out×H/s×W/s``."""
         out = F.relu_(self.conv1(x))
         out = self.conv2(out)
         shortcut = self.shortcut(x) if self.shortcut is not None else x
@@ -115,6 +117,7 @@ class BottleneckBlock(CNNBlockBase):
                 _c2_msra_fill(layer)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``B×C_in×H×W -> B×C_out×H/s×W/s``."""
         out = F.relu_(self.conv1(x))
         out = F.relu_(self.conv2(out))
         out = self.conv3(out)
@@ -132,6 +135,7 @@ class BasicStem(CNNBlockBase):
         _c2_msra_fill(self.conv1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Conv + ReLU, then 3×3 stride-2 max pool: ``B×C_in×H×W -> B×C×H/4×W/4``."""
         x = F.relu_(self.conv1(x))
         return F.max_pool2d(x, kernel_size=3, stride=2, padding=1)
 

@@ -210,6 +210,8 @@ class TimmBackbone(Backbone):
 
     @classmethod
     def from_config(cls, cfg, input_shape: Optional[ShapeSpec] = None):
+        """Keyword arguments from ``cfg.MODEL.TIMM`` and ``MODEL.BACKBONE.FREEZE_AT`` (input channels
+        from ``input_shape``, default 3)."""
         return {
             "model_name": cfg.MODEL.TIMM.NAME,
             "out_features": cfg.MODEL.TIMM.OUT_FEATURES,
@@ -301,4 +303,5 @@ class TimmBackbone(Backbone):
 
     @property
     def size_divisibility(self) -> int:
+        """32: input sides must be multiples of 32."""
         return 32

@@ -59,6 +59,8 @@ class UNetEncoder(Backbone):
 
     @classmethod
     def from_config(cls, cfg, input_shape: ShapeSpec = None):
+        """Keyword arguments from ``cfg.MODEL.UNET_ENCODER`` (input channels from ``input_shape``,
+        default 3)."""
         node = cfg.MODEL.UNET_ENCODER
         return {
             "in_channels": input_shape.channels if input_shape is not None and input_shape.channels else 3,
@@ -69,6 +71,8 @@ class UNetEncoder(Backbone):
         }
 
     def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """``B×C×H×W`` -> ``{res_i: B×C_i×H/2^i×W/2^i}`` for the output features (2×2 max pool before
+        each level but the first)."""
         out = {}
         for i, (name, level) in enumerate(zip(self._names, self.levels)):
             if i > 0:
@@ -80,4 +84,5 @@ class UNetEncoder(Backbone):
 
     @property
     def size_divisibility(self) -> int:
+        """``2**(levels - 1)``, the stride of the deepest level."""
         return 2 ** (len(self.levels) - 1)

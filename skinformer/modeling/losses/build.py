@@ -104,9 +104,11 @@ class LossCombination(nn.Module):
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor,
                 valid: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
+        """``{"loss_<name>": weight × loss(logits, target, valid)}`` for every term."""
         return {f"loss_{name}": loss(logits, target, valid) * self.weights[name] for name, loss in self.terms.items()}
 
     def extra_repr(self) -> str:
+        """Module summary: activation and term weights."""
         return f"activation={self.activation}, weights={self.weights}"
 
 

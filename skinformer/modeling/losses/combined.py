@@ -29,12 +29,14 @@ class BCEDiceLoss(nn.Module):
 
     @classmethod
     def from_config(cls, cfg, class_weights=None, activation: str = "sigmoid", ignore_index: Optional[int] = None):
+        """The BCE and sigmoid Dice terms built from ``cfg`` with the given class weights / ignore index."""
         kw = {"class_weights": class_weights}
         if ignore_index is not None:
             kw["ignore_index"] = ignore_index
         return {"bce": BCELoss(cfg, **kw), "dice": DiceLoss(cfg, activation="sigmoid", **kw)}
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor, valid: Optional[torch.Tensor] = None):
+        """``BCE + (1 - Dice)`` of ``B×C×H×W`` logits: a scalar."""
         return self.bce(logits, target, valid) + self.dice(logits, target, valid)
 
 
@@ -54,10 +56,13 @@ class FocalDiceLoss(nn.Module):
 
     @classmethod
     def from_config(cls, cfg, class_weights=None, activation: str = "softmax", ignore_index: Optional[int] = None):
+        """The sigmoid focal term and a Dice term (with ``activation``) built from ``cfg`` with the given
+        class weights / ignore index."""
         kw = {"class_weights": class_weights}
         if ignore_index is not None:
             kw["ignore_index"] = ignore_index
         return {"focal": SigmoidFocalLoss(cfg, **kw), "dice": DiceLoss(cfg, activation=activation, **kw)}
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor, valid: Optional[torch.Tensor] = None):
+        """``focal + (1 - Dice)`` of ``B×C×H×W`` logits: a scalar."""
         return self.focal(logits, target, valid) + self.dice(logits, target, valid)

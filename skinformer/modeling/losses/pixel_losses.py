@@ -55,9 +55,13 @@ class PixelLoss(nn.Module):
         return w.view(1, -1, 1, 1)
 
     def pixel_loss(self, p: PreparedTargets) -> torch.Tensor:
+        """Per-element loss map before invalid pixels are masked out: ``B×H×W`` (softmax) or ``B×K×H×W``
+        (sigmoid). Subclasses must implement it."""
         raise NotImplementedError
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor, valid: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Mean of :meth:`pixel_loss` over valid pixels (class-weighted mean if ``reduction`` is
+        ``weighted_mean``): a scalar; 0 (in the graph) when no pixel is valid."""
         p = prepare_targets(logits, target, self.activation, self.ignore_index, valid)
         if not p.valid.any():
             return logits.sum() * 0.0
@@ -93,9 +97,11 @@ class CrossEntropyLoss(PixelLoss):
 
     @classmethod
     def from_config(cls, cfg):
+        """``ignore_index`` and ``reduction`` from ``cfg``."""
         return _common_from_config(cfg)
 
     def pixel_loss(self, p):
+        """Per-pixel CE (softmax) or per-class BCE (sigmoid), times the class weights if set."""
         loss = _ce_map(p)
         w = self.weight_map(p)
         return loss if w is None else loss * w
@@ -114,6 +120,7 @@ class BCELoss(CrossEntropyLoss):
 
     @classmethod
     def from_config(cls, cfg):
+        """``ignore_index`` and ``reduction`` from ``cfg``."""
         return _common_from_config(cfg)
 
 
@@ -135,9 +142,12 @@ class FocalLoss(PixelLoss):
 
     @classmethod
     def from_config(cls, cfg):
+        """``ignore_index``, ``reduction``, ``gamma`` and ``alpha`` from ``cfg``."""
         return {**_common_from_config(cfg), "gamma": cfg.MODEL.SEM_SEG_HEAD.FOCAL_GAMMA, "alpha": cfg.MODEL.LOSS.FOCAL_ALPHA}
 
     def pixel_loss(self, p):
+        """Per-pixel focal loss (softmax: ``-(1 - p_y)^γ log p_y``; sigmoid: per-class), times the class
+        weights if set."""
         if p.activation == "softmax":
             logp = F.log_softmax(p.logits.float(), dim=1).gather(1, p.labels.unsqueeze(1)).squeeze(1)
             loss = -((1.0 - logp.exp()) ** self.gamma) * logp
@@ -162,6 +172,7 @@ class SigmoidFocalLoss(FocalLoss):
 
     @classmethod
     def from_config(cls, cfg):
+        """As :meth:`FocalLoss.from_config`."""
         return FocalLoss.from_config.__func__(cls, cfg)
 
 
@@ -180,9 +191,11 @@ class WeightedCEFocalLoss(PixelLoss):
 
     @classmethod
     def from_config(cls, cfg):
+        """``ignore_index``, ``reduction`` and ``gamma`` from ``cfg``."""
         return {**_common_from_config(cfg), "gamma": cfg.MODEL.SEM_SEG_HEAD.FOCAL_GAMMA}
 
     def pixel_loss(self, p):
+        """``(1 - exp(-l))^γ · l`` with ``l`` the class-weighted CE (or BCE) map."""
         loss = _ce_map(p)
         w = self.weight_map(p)
         if w is not None:

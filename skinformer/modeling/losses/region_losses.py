@@ -50,14 +50,19 @@ class RegionLoss(nn.Module):
 
     @classmethod
     def from_config(cls, cfg):
+        """``ignore_index``, ``smooth``, ``reduction`` and ``class_reduction`` from ``cfg``."""
         c = cfg.MODEL.LOSS
         return {"ignore_index": cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE, "smooth": c.REGION_SMOOTH,
                 "reduction": c.REGION_REDUCTION, "class_reduction": c.CLASS_REDUCTION}
 
     def score(self, inter: torch.Tensor, psum: torch.Tensor, gsum: torch.Tensor) -> torch.Tensor:
+        """Per-class score from intersection ``inter``, prediction sum ``psum`` and target sum ``gsum``
+        (each ``K`` or ``B×K``). Subclasses must implement it."""
         raise NotImplementedError
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor, valid: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``1 - score`` on soft predictions over valid pixels, class-weighted and reduced to a scalar
+        (pooled over the batch or per image); 0 (in the graph) when no pixel is valid."""
         p = prepare_targets(logits, target, self.activation, self.ignore_index, valid)
         if not p.valid.any():
             return logits.sum() * 0.0
@@ -95,6 +100,7 @@ class DiceLoss(RegionLoss):
         super().__init__(**kwargs)
 
     def score(self, inter, psum, gsum):
+        """Soft Dice ``(2I + s) / (P + G + s)``."""
         return (2.0 * inter + self.smooth) / (psum + gsum + self.smooth)
 
 
@@ -109,6 +115,7 @@ class JaccardLoss(RegionLoss):
         super().__init__(**kwargs)
 
     def score(self, inter, psum, gsum):
+        """Soft IoU ``(I + s) / (P + G - I + s)``."""
         return (inter + self.smooth) / (psum + gsum - inter + self.smooth)
 
 
@@ -128,10 +135,12 @@ class TverskyLoss(RegionLoss):
 
     @classmethod
     def from_config(cls, cfg):
+        """As :meth:`RegionLoss.from_config`, plus ``alpha`` and ``beta``."""
         return {**RegionLoss.from_config.__func__(cls, cfg), "alpha": cfg.MODEL.LOSS.TVERSKY_ALPHA,
                 "beta": cfg.MODEL.LOSS.TVERSKY_BETA}
 
     def score(self, inter, psum, gsum):
+        """Tversky index ``(I + s) / (I + α·FP + β·FN + s)``."""
         fp = psum - inter
         fn = gsum - inter
         return (inter + self.smooth) / (inter + self.alpha * fp + self.beta * fn + self.smooth)

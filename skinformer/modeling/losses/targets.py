@@ -36,6 +36,7 @@ class PreparedTargets:
     num_region_channels: int
 
     def probs(self) -> torch.Tensor:
+        """Float32 softmax (over channels) or sigmoid of ``logits``: ``B×C'×H×W``."""
         if self.activation == "softmax":
             return F.softmax(self.logits.float(), dim=1)
         return torch.sigmoid(self.logits.float())

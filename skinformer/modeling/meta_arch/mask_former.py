@@ -111,6 +111,7 @@ class MaskFormer(nn.Module):
     # ------------------------------------------------------------------------------------------
     @classmethod
     def config_node(cls, cfg):
+        """The config node this architecture reads, ``cfg.MODEL[CONFIG_NODE]``."""
         return cfg.MODEL[cls.CONFIG_NODE]
 
     @classmethod
@@ -121,6 +122,8 @@ class MaskFormer(nn.Module):
 
     @classmethod
     def build_criterion(cls, cfg) -> SetCriterion:
+        """Build the :class:`SetCriterion` (with its :class:`HungarianMatcher` and loss weights) from
+        ``cfg``; raises ``ValueError`` for an unknown ``MASK_LOSS_SAMPLING``."""
         node = cls.config_node(cfg)
         opts = cls.family_options(node)
         class_loss = "ce" if node.SEMANTIC_CE_LOSS else "focal"
@@ -153,6 +156,8 @@ class MaskFormer(nn.Module):
 
     @classmethod
     def from_config(cls, cfg):
+        """Keyword arguments from ``cfg``: backbone, pixel decoder, transformer decoder, criterion,
+        normalisation, test options and post-processing."""
         node = cls.config_node(cfg)
         if cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES < 1:
             raise ValueError(f"MODEL.SEM_SEG_HEAD.NUM_CLASSES must be >= 1, got {cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES}")
@@ -189,6 +194,7 @@ class MaskFormer(nn.Module):
     # ------------------------------------------------------------------------------------------
     @property
     def device(self) -> torch.device:
+        """Device of the model (that of ``pixel_mean``)."""
         return self.pixel_mean.device
 
     def preprocess_image(self, batched_inputs: List[Dict]) -> ImageList:
@@ -408,6 +414,8 @@ class SiMaskFormer(MaskFormer):
 
     @classmethod
     def family_options(cls, node) -> Dict:
+        """As :meth:`MaskFormer.family_options`, from ``MODEL.SIMASKFORMER`` (initial prediction,
+        two-stage, ``DN`` mode, UOME proposal weight); raises ``ValueError`` for an unknown ``DN``."""
         if node.DN not in ("seg", "standard", "no"):
             raise ValueError(f"MODEL.SIMASKFORMER.DN must be 'seg', 'standard' or 'no', got {node.DN!r}")
         # "standard" denoising supervises labels and boxes only (the original implementation's DN mode of DINO).

@@ -103,6 +103,7 @@ class PerPixelSegmentor(nn.Module):
 
     @classmethod
     def from_config(cls, cfg):
+        """Keyword arguments from ``cfg``: backbone, head, loss, normalisation and post-processing."""
         backbone = build_backbone(cfg)
         pixel_mean, pixel_std = resolve_pixel_normalization(cfg, backbone)
         head = build_sem_seg_head(cfg, backbone.output_shape())
@@ -123,6 +124,7 @@ class PerPixelSegmentor(nn.Module):
 
     @property
     def device(self) -> torch.device:
+        """Device of the model (that of ``pixel_mean``)."""
         return self.pixel_mean.device
 
     def preprocess_image(self, batched_inputs: List[dict]) -> ImageList:
@@ -137,12 +139,15 @@ class PerPixelSegmentor(nn.Module):
         return F.interpolate(logits, size=images.tensor.shape[-2:], mode="bilinear", align_corners=False)
 
     def forward(self, batched_inputs: List[dict]):
+        """Training: the loss dict of :meth:`losses`; eval: the outputs of :meth:`inference`."""
         if not self.training:
             return self.inference(batched_inputs)
         images = self.preprocess_image(batched_inputs)
         return self.losses(self._logits(images), batched_inputs, images)
 
     def losses(self, logits: torch.Tensor, batched_inputs: List[dict], images: ImageList) -> Dict[str, torch.Tensor]:
+        """Loss dict of ``B×C×H×W`` logits against the padded ``sem_seg`` label maps (or the per-class
+        ``label_masks`` with sigmoid, or the multi-label targets)."""
         if self.multi_label:
             return self._multi_label_losses(logits, batched_inputs, images)
         if any("sem_seg" not in x for x in batched_inputs):

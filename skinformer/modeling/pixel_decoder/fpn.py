@@ -69,6 +69,7 @@ class FPNFusion(nn.Module):
         c2_xavier_fill(self.output_conv)
 
     def forward(self, x: torch.Tensor, coarser: torch.Tensor) -> torch.Tensor:
+        """Lateral conv of ``x``, upsampled ``coarser`` merged in, output conv: ``B×D×H×W``."""
         lateral = self.lateral_conv(x)
         kwargs = {"align_corners": False} if self.upsample_mode in ("bilinear", "bicubic") else {}
         up = F.interpolate(coarser, size=lateral.shape[-2:], mode=self.upsample_mode, **kwargs)
@@ -112,6 +113,7 @@ class BasePixelDecoder(nn.Module):
 
     @classmethod
     def from_config(cls, cfg, input_shape: Dict[str, ShapeSpec]):
+        """Keyword arguments from ``cfg.MODEL.SEM_SEG_HEAD`` and the backbone ``input_shape``."""
         head = cfg.MODEL.SEM_SEG_HEAD
         return {
             "input_shape": _select_features(input_shape, head.IN_FEATURES),
@@ -140,6 +142,7 @@ class BasePixelDecoder(nn.Module):
         return self.mask_features(y), multi_scale
 
     def forward(self, features):
+        """Same as :meth:`forward_features`."""
         return self.forward_features(features)
 
 

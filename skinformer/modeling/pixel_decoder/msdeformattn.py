@@ -242,6 +242,7 @@ class MSDeformAttnPixelDecoder(nn.Module):
 
     @classmethod
     def from_config(cls, cfg, input_shape: Dict[str, ShapeSpec]):
+        """Keyword arguments from ``cfg.MODEL.SEM_SEG_HEAD`` and the backbone ``input_shape``."""
         head = cfg.MODEL.SEM_SEG_HEAD
         return {
             "input_shape": _select_features(input_shape, head.IN_FEATURES),
@@ -296,4 +297,5 @@ class MSDeformAttnPixelDecoder(nn.Module):
         return self.mask_features(outs[-1]), outs[: self.num_feature_levels]
 
     def forward(self, features):
+        """Same as :meth:`forward_features`."""
         return self.forward_features(features)

@@ -32,6 +32,7 @@ class ASPP(nn.Module):
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Concatenated branches and image pooling, projected: ``B×C_in×H×W -> B×C×H×W``."""
         outs = [b(x) for b in self.branches]
         pooled = self.pool_conv(F.adaptive_avg_pool2d(x, 1))
         outs.append(pooled.expand(-1, -1, x.shape[-2], x.shape[-1]))
@@ -89,6 +90,8 @@ class DeepLabV3PlusHead(nn.Module):
 
     @classmethod
     def from_config(cls, cfg, input_shape: Dict[str, ShapeSpec]):
+        """Keyword arguments from ``cfg.MODEL.SEM_SEG_HEAD`` (``NUM_CLASSES + 1`` outputs, ASPP on the last
+        ``IN_FEATURES``)."""
         h = cfg.MODEL.SEM_SEG_HEAD
         return {
             "input_shape": input_shape,
@@ -104,6 +107,7 @@ class DeepLabV3PlusHead(nn.Module):
         }
 
     def forward(self, features: Dict[str, torch.Tensor]) -> torch.Tensor:
+        """Backbone features -> ``B×num_classes×H/s×W/s`` logits."""
         y = self.aspp(features[self.in_feature])
         for name, proj, fuse in zip(self.project_features, self.projections, self.fusions):
             low = proj(features[name])

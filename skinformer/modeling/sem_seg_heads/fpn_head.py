@@ -48,6 +48,7 @@ class FPNHead(nn.Module):
 
     @classmethod
     def from_config(cls, cfg, input_shape: Dict[str, ShapeSpec]):
+        """Keyword arguments from ``cfg.MODEL.SEM_SEG_HEAD`` (``NUM_CLASSES + 1`` outputs)."""
         h = cfg.MODEL.SEM_SEG_HEAD
         return {
             "input_shape": {k: v for k, v in input_shape.items() if k in h.IN_FEATURES},
@@ -57,6 +58,7 @@ class FPNHead(nn.Module):
         }
 
     def forward(self, features: Dict[str, torch.Tensor]) -> torch.Tensor:
+        """Backbone features -> ``B×num_classes×H/s×W/s`` logits at the finest input stride ``s``."""
         # Top-down pass from the coarsest level.
         prev = None
         outs = []

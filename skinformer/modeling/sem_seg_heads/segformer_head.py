@@ -43,6 +43,7 @@ class SegFormerHead(nn.Module):
 
     @classmethod
     def from_config(cls, cfg, input_shape: Dict[str, ShapeSpec]):
+        """Keyword arguments from ``cfg.MODEL.SEM_SEG_HEAD`` (``NUM_CLASSES + 1`` outputs)."""
         h = cfg.MODEL.SEM_SEG_HEAD
         return {
             "input_shape": {k: v for k, v in input_shape.items() if k in h.IN_FEATURES},
@@ -53,6 +54,7 @@ class SegFormerHead(nn.Module):
         }
 
     def forward(self, features: Dict[str, torch.Tensor]) -> torch.Tensor:
+        """Backbone features -> ``B×num_classes×H/s×W/s`` logits at the finest input stride ``s``."""
         finest = features[self.in_features[-1]]
         embedded = [resize_to(embed(features[name]), finest) for name, embed in zip(self.in_features, self.embeds)]
         return self.predictor(self.dropout(self.fuse(torch.cat(embedded, dim=1))))

@@ -30,6 +30,7 @@ class AttentionGate(nn.Module):
         self.psi = conv_norm_act(inter_channels, 1, 1, norm=norm, activation=False)
 
     def forward(self, skip: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
+        """Gate ``skip`` (``B×C×H×W``) by attention from ``gate`` of the same size: ``B×C×H×W``."""
         attn = torch.sigmoid(self.psi(F.relu(self.w_skip(skip) + self.w_gate(gate))))
         return skip * attn
 
@@ -47,6 +48,7 @@ class ConvBlock(nn.Module):
                              else conv_norm_act(in_channels, out_channels, 1, norm=norm, activation=False))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``B×C_in×H×W -> B×C_out×H×W``."""
         y = self.conv2(self.conv1(x))
         if self.shortcut is not None:
             y = F.relu(y + self.shortcut(x))
@@ -71,6 +73,7 @@ class DilatedBranches(nn.Module):
         ])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Branch outputs concatenated over channels: ``B×C×H×W -> B×(n·C_b)×H/2×W/2``."""
         return torch.cat([b(x) for b in self.branches], dim=1)
 
 
@@ -171,6 +174,7 @@ class UNetHead(nn.Module):
 
     @classmethod
     def from_config(cls, cfg, input_shape: Dict[str, ShapeSpec]):
+        """Keyword arguments from ``cfg.MODEL.SEM_SEG_HEAD`` (``NUM_CLASSES + 1`` outputs)."""
         h = cfg.MODEL.SEM_SEG_HEAD
         return {
             "input_shape": {k: v for k, v in input_shape.items() if k in h.IN_FEATURES},
@@ -188,6 +192,7 @@ class UNetHead(nn.Module):
         }
 
     def forward(self, features: Dict[str, torch.Tensor]) -> torch.Tensor:
+        """Backbone features -> ``B×num_classes×H/common_stride×W/common_stride`` logits."""
         if self.branches is not None:
             features = dict(features)
             target = features[self.branch_target]

@@ -72,6 +72,7 @@ class DenoisingQueries:
 
     @property
     def pad_size(self) -> int:
+        """Number of DN queries ``D = num_groups · single_pad``."""
         return self.num_groups * self.single_pad
 
 

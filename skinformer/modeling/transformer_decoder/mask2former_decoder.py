@@ -85,6 +85,8 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
 
     @classmethod
     def from_config(cls, cfg, in_channels: int, mask_classification: bool = True):
+        """Keyword arguments from ``cfg.MODEL.MASK_FORMER`` (``DEC_LAYERS`` counts the initial prediction,
+        so ``dec_layers = DEC_LAYERS - 1``); raises ``ValueError`` if ``DEC_LAYERS < 1``."""
         node = cfg.MODEL.MASK_FORMER
         if node.DEC_LAYERS < 1:
             raise ValueError(f"MODEL.MASK_FORMER.DEC_LAYERS must be >= 1 (it counts the initial prediction), "

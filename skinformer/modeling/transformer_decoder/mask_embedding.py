@@ -80,6 +80,7 @@ class SumSinusoidalMaskEmbedding(nn.Module):
 
     @property
     def out_dim(self) -> int:
+        """Embedding size ``2 · num_feats``."""
         return 2 * self.num_feats
 
     def prepare(self, h: int, w: int, device, dtype) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -88,6 +89,8 @@ class SumSinusoidalMaskEmbedding(nn.Module):
 
     def forward(self, mask_logits: torch.Tensor,
                 tables: Optional[Tuple[torch.Tensor, torch.Tensor]] = None) -> torch.Tensor:
+        """``B×N×H×W`` mask logits -> ``B×N×(2·num_feats)``: mean row/column sine features over the
+        boundary band; ``tables`` from :meth:`prepare` (computed if None)."""
         h, w = mask_logits.shape[-2:]
         if tables is None:
             tables = self.prepare(h, w, mask_logits.device, mask_logits.dtype)
@@ -129,12 +132,15 @@ class LightMaskEncoder(nn.Module):
 
     @property
     def out_dim(self) -> int:
+        """Embedding size."""
         return self._out_dim
 
     def prepare(self, h: int, w: int, device, dtype) -> None:
+        """No tables are needed: returns None (same interface as :class:`SumSinusoidalMaskEmbedding`)."""
         return None
 
     def forward(self, mask_logits: torch.Tensor, tables=None) -> torch.Tensor:
+        """``...×H×W`` mask logits -> ``...×out_dim`` (``tables`` is ignored)."""
         lead = mask_logits.shape[:-2]
         x = mask_logits.sigmoid().reshape(-1, 1, *mask_logits.shape[-2:])
         x = self.convs(x)

@@ -45,6 +45,7 @@ class ProposalCostPredictor(nn.Module):
                 c2_xavier_fill(m)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``...×dim -> ...`` predicted matching cost in (0, 1)."""
         return self.net(x).squeeze(-1).sigmoid()
 
 

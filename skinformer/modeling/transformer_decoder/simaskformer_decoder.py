@@ -97,6 +97,8 @@ class SiMaskFormerDecoderLayer(nn.Module):
 
     def forward(self, tgt, query_pos, memory, spatial_shapes, level_start_index, attn_mask, pred_boxes,
                 mask_boxes, mask):
+        """Self-attention, mask-guided deformable cross-attention, FFN (each post-norm):
+        ``B×N×C -> B×N×C``."""
         q = k = tgt + query_pos
         tgt2 = self.self_attn(q, k, tgt, attn_mask=attn_mask, need_weights=False)[0]
         tgt = self.norm2(tgt + self.dropout2(tgt2))
@@ -278,6 +280,8 @@ class SiMaskFormerDecoder(nn.Module):
 
     @classmethod
     def from_config(cls, cfg, in_channels, mask_classification):
+        """Keyword arguments from ``cfg.MODEL.SIMASKFORMER`` and ``MODEL.SEM_SEG_HEAD``, with
+        ``ORIGINAL_QUIRKS`` resolved into the individual switches."""
         sim = cfg.MODEL.SIMASKFORMER
         head = cfg.MODEL.SEM_SEG_HEAD
         return {
@@ -435,6 +439,8 @@ class SiMaskFormerDecoder(nn.Module):
 
     def forward(self, multi_scale_features: Sequence[torch.Tensor], mask_features: torch.Tensor,
                 targets: Optional[Sequence[Dict[str, torch.Tensor]]] = None) -> Dict:
+        """Decode queries over the multi-scale features: last-layer predictions plus ``aux_outputs``, and
+        when present ``dn_outputs``, ``interm_outputs`` and ``pred_proposal_cost``."""
         memory, shapes, spatial_shapes, level_start_index = self._flatten_memory(multi_scale_features)
         bsz = memory.shape[0]
         interm, proposal_cost = None, None

@@ -62,6 +62,7 @@ class SelfAttentionLayer(nn.Module):
     def forward(self, tgt: torch.Tensor, tgt_mask: Optional[torch.Tensor] = None,
                 tgt_key_padding_mask: Optional[torch.Tensor] = None,
                 query_pos: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Residual self-attention (pre- or post-norm): ``B×Q×C -> B×Q×C``."""
         x = self.norm(tgt) if self.normalize_before else tgt
         q = k = with_pos_embed(x, query_pos)
         out = self.self_attn(q, k, value=x, attn_mask=tgt_mask, key_padding_mask=tgt_key_padding_mask,
@@ -88,6 +89,7 @@ class CrossAttentionLayer(nn.Module):
     def forward(self, tgt: torch.Tensor, memory: torch.Tensor, memory_mask: Optional[torch.Tensor] = None,
                 memory_key_padding_mask: Optional[torch.Tensor] = None, pos: Optional[torch.Tensor] = None,
                 query_pos: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Residual cross-attention of ``B×Q×C`` queries to ``B×S×C`` memory: ``B×Q×C``."""
         x = self.norm(tgt) if self.normalize_before else tgt
         out = self.multihead_attn(query=with_pos_embed(x, query_pos), key=with_pos_embed(memory, pos), value=memory,
                                   attn_mask=memory_mask, key_padding_mask=memory_key_padding_mask,
@@ -111,6 +113,7 @@ class FFNLayer(nn.Module):
         _xavier_(self)
 
     def forward(self, tgt: torch.Tensor) -> torch.Tensor:
+        """Residual two-layer FFN (pre- or post-norm): ``B×Q×C -> B×Q×C``."""
         x = self.norm(tgt) if self.normalize_before else tgt
         tgt = tgt + self.dropout(self.linear2(self.dropout(self.activation(self.linear1(x)))))
         return tgt if self.normalize_before else self.norm(tgt)
