@@ -44,8 +44,7 @@ class DemoModel:
     @property
     def label_space(self) -> LabelSpace:
         """The dataset's label space with the demo's class names (metadata may lack ``classes``)."""
-        meta = self.metadata.as_dict() if hasattr(self.metadata, "as_dict") else dict(self.metadata or {})
-        return LabelSpace.from_metadata({**meta, "classes": self.classes}, multi_label=self.multi_label)
+        return LabelSpace.from_metadata(self.metadata or {}, classes=self.classes, multi_label=self.multi_label)
 
     def __call__(self, image_rgb: np.ndarray) -> Dict:
         fmt = self.predictor.cfg.INPUT.FORMAT
@@ -71,11 +70,9 @@ def load_model(config_file: str, opts: Sequence[str] = (), name: Optional[str] =
     register_config_datasets(cfg)
     predictor = DefaultPredictor(cfg)
     metadata = MetadataCatalog.get(cfg.DATASETS.TEST[0]) if cfg.DATASETS.TEST else MetadataCatalog.get("__demo__")
-    classes = list(metadata.get("classes", None) or [f"class {i}" for i in range(cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES)])
-    multi_label = any(cfg.MODEL.get(arch, {}).get("TEST", {}).get("MULTILABEL_ON", False)
-                      for arch in ("SIMASKFORMER", "MASK_FORMER"))
+    space = predictor.label_space  # classes (unnamed ones without a test dataset) and multi-label
     label = name or f"{os.path.splitext(os.path.basename(config_file))[0]} ({os.path.basename(cfg.MODEL.WEIGHTS)})"
-    return DemoModel(label, predictor, metadata, multi_label, classes)
+    return DemoModel(label, predictor, metadata, space.multi_label, list(space.classes))
 
 
 def class_masks(model: DemoModel, output: Dict, hw: Tuple[int, int], threshold: float = 0.5) -> np.ndarray:

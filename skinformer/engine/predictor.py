@@ -48,9 +48,11 @@ class DefaultPredictor:
         self.model = build_model(self.cfg)
         self.model.eval()
         self.metadata = MetadataCatalog.get(cfg.DATASETS.TEST[0]) if cfg.DATASETS.TEST else None
-        self.label_space = _label_space(self.metadata, cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES,
-                                        cfg.TEST.THRESHOLD if threshold is None else threshold,
-                                        bool(getattr(self.model, "multilabel_on", False)))
+        unnamed = None if self.metadata is not None and self.metadata.get("classes", None) is not None else [
+            f"class {i}" for i in range(cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES)]
+        self.label_space = LabelSpace.from_metadata(
+            self.metadata or {}, classes=unnamed, threshold=cfg.TEST.THRESHOLD if threshold is None else threshold,
+            multi_label=bool(getattr(self.model, "multilabel_on", False)))
         # predictions from a partly random model would be silently wrong
         DetectionCheckpointer(self.model, save_to_disk=False).load(
             cfg.MODEL.WEIGHTS, source="MODEL.WEIGHTS", strict=not cfg.MODEL.ALLOW_PARTIAL_WEIGHTS)
@@ -91,11 +93,3 @@ class DefaultPredictor:
                 inputs = [self._to_input(img, start + k) for k, img in enumerate(batch[start: start + self.batch_size])]
                 outputs += [self._add_mask(dict(o)) for o in self.inference_model(inputs)]
         return outputs[0] if single else outputs
-
-
-def _label_space(metadata, num_classes: int, threshold: float, multi_label: bool) -> LabelSpace:
-    """The test dataset's label space, or ``num_classes`` unnamed classes without one."""
-    if metadata is None or metadata.get("classes", None) is None:
-        fields = metadata.as_dict() if metadata is not None else {}
-        metadata = {**fields, "classes": [f"class {i}" for i in range(num_classes)]}
-    return LabelSpace.from_metadata(metadata, threshold=threshold, multi_label=multi_label)

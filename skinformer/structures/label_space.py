@@ -21,7 +21,7 @@ Decision rule (scores ``K×H×W``, probabilities):
 * multi-label: every class on its own, ``score > threshold``.
 """
 from dataclasses import dataclass, field, replace
-from typing import Any, Dict, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -33,9 +33,6 @@ DEFAULT_IGNORE_LABEL = 255
 DEFAULT_MASK_ENCODING = "binary"
 DEFAULT_MAT_KEY = "smgt"
 DEFAULT_THRESHOLD = 0.5
-#: the metadata fields a label space is built from
-METADATA_KEYS = ("classes", "ignore_label", "has_background_class", "background_index", "mapper", "mask_encoding",
-                 "gray_values", "mat_key")
 
 Scores = Union[torch.Tensor, np.ndarray]
 
@@ -100,18 +97,19 @@ class LabelSpace:
 
     # -- construction -------------------------------------------------------------------------
     @classmethod
-    def from_metadata(cls, metadata: Any, *, threshold: Optional[float] = None,
-                      multi_label: Optional[bool] = None) -> "LabelSpace":
-        """From a dataset's metadata (``Metadata``, a mapping, or a ``LabelSpace``, returned as is
-        unless ``threshold`` / ``multi_label`` override it). Missing fields get their defaults here."""
+    def from_metadata(cls, metadata: Any, *, threshold: Optional[float] = None, multi_label: Optional[bool] = None,
+                      classes: Optional[Sequence[str]] = None) -> "LabelSpace":
+        """From a dataset's metadata (``Metadata``, a mapping or any object with a ``get(key, default)``,
+        or a ``LabelSpace``, returned as is unless ``threshold`` / ``multi_label`` / ``classes``
+        override it). Missing fields get their defaults here; ``classes`` names the classes
+        instead of the metadata's (which may then lack them)."""
         if isinstance(metadata, LabelSpace):
             space = metadata
         else:
-            if hasattr(metadata, "as_dict"):
-                metadata = metadata.as_dict()
-            if not isinstance(metadata, Mapping):
+            if not isinstance(metadata, Mapping) and not callable(getattr(metadata, "get", None)):
                 raise TypeError(f"LabelSpace.from_metadata: expected dataset metadata, got {type(metadata).__name__}")
-            classes = metadata.get("classes")
+            if classes is None:
+                classes = metadata.get("classes", None)
             if classes is None:
                 raise KeyError(f"Dataset metadata {metadata.get('name', '?')!r} has no 'classes'")
             space = cls(
@@ -125,6 +123,8 @@ class LabelSpace:
                 mat_key=metadata.get("mat_key", DEFAULT_MAT_KEY),
             )
         changes = {}
+        if classes is not None and tuple(classes) != space.classes:
+            changes["classes"] = tuple(classes)
         if threshold is not None:
             changes["threshold"] = float(threshold)
         if multi_label is not None:

@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 import torch
 
-from skinformer.structures.label_space import METADATA_KEYS, LabelSpace
+from skinformer.structures.label_space import LabelSpace
 
 __all__ = [
     "default_palette",
@@ -99,16 +99,9 @@ class Visualizer:
     def __init__(self, metadata, multi_label: bool = False, alpha: float = 0.5, threshold: Optional[float] = None):
         get = metadata.get if hasattr(metadata, "get") else (lambda k, d=None: getattr(metadata, k, d))
         self.classes = list(get("classes", []) or [])
-        if isinstance(metadata, LabelSpace):
-            space = metadata
-        else:
-            # every label-space field, whatever kind of metadata object this is (a missing one
-            # would silently change the decision rule)
-            fields = {k: get(k, None) for k in METADATA_KEYS}
-            space = LabelSpace.from_metadata({**{k: v for k, v in fields.items() if v is not None},
-                                              "classes": self.classes})
-        self.label_space = LabelSpace.from_metadata(space, threshold=threshold,
-                                                    multi_label=bool(multi_label) or space.multi_label)
+        self.label_space = LabelSpace.from_metadata(
+            metadata if hasattr(metadata, "get") else vars(metadata), classes=self.classes, threshold=threshold,
+            multi_label=True if multi_label else None)
         self.num_classes = len(self.classes)
         palette = get("palette", None) or default_palette(self.num_classes)
         self.palette = [tuple(int(c) for c in p) for p in palette]

@@ -24,6 +24,19 @@ def test_from_metadata_applies_defaults_once():
         LabelSpace.from_metadata({"name": "x"})
 
 
+def test_from_metadata_reads_any_get_object_and_names_classes():
+    class Fields:  # not a Mapping, no as_dict: only get(key, default)
+        def get(self, key, default=None):
+            return {"has_background_class": True, "ignore_label": 7}.get(key, default)
+
+    space = LabelSpace.from_metadata(Fields(), classes=["bg", "a"])
+    assert space.classes == ("bg", "a") and space.background_is_class and space.ignore_label == 7
+    renamed = LabelSpace.from_metadata(space, classes=["x", "y"])
+    assert renamed.classes == ("x", "y") and renamed.background_is_class
+    with pytest.raises(TypeError, match="expected dataset metadata"):
+        LabelSpace.from_metadata(42)
+
+
 def test_decision_rule_each_background_rule():
     s = torch.tensor([[[0.2, 0.7, 0.6]], [[0.1, 0.2, 0.9]]])  # K=2, H=1, W=3
     no_bg = LabelSpace(classes=("a", "b"))
