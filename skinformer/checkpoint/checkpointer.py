@@ -216,6 +216,8 @@ class DetectionCheckpointer(Checkpointer):
         atomic_torch_save(_weights_only_data(self.model.state_dict(), kwargs), save_file)
 
     def tag_last_checkpoint(self, last_filename_basename: str) -> None:
+        """Point ``last_checkpoint`` (what ``--resume`` reads) at ``last_filename_basename``,
+        written atomically so an interrupted run never leaves it half-written."""
         path = os.path.join(self.save_dir, _LAST_CHECKPOINT)
         _atomic_write(path, lambda f: f.write(last_filename_basename), mode="w")
 

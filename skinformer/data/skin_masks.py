@@ -51,6 +51,8 @@ class PairingReport:
 
 @dataclass
 class GenerationReport(PairingReport):
+    """:class:`PairingReport` plus what mask generation did: files written, failures (original ->
+    reason) and masks kept because they existed."""
     written: List[str] = field(default_factory=list)
     failed: Dict[str, str] = field(default_factory=dict)  # original -> reason (unreadable, size)
     skipped_existing: List[str] = field(default_factory=list)
@@ -63,6 +65,7 @@ class GenerationReport(PairingReport):
 
 
 def mask_file_name(image_id: str, skin_type: str) -> str:
+    """``<id>_mask_<type>.png``, the mask file written for a capture."""
     return f"{image_id}_mask_{skin_type}.png"
 
 
@@ -180,6 +183,7 @@ def generate_masks(dataset_dir: str, skin_type: Optional[str] = None, threshold:
 
 
 def format_summary(report: GenerationReport, limit: int = 20) -> str:
+    """Human-readable summary of ``report``: counts, then up to ``limit`` names per problem kind."""
     lines = [
         f"pairs found: {len(report.pairs)}; masks written: {len(report.written)}; "
         f"kept existing: {len(report.skipped_existing)}",

@@ -67,12 +67,15 @@ class Annotator:
 
     @property
     def binary(self) -> bool:
+        """One class: masks are saved as 0/255 instead of class indices."""
         return len(self.classes) == 1
 
     def clamp(self, index) -> int:
+        """``index`` (None counts as 0) limited to the folder's images."""
         return int(min(max(int(index or 0), 0), len(self.files) - 1))
 
     def mask_path(self, index: int) -> str:
+        """``<label_dir>/<stem>_mask.png`` of image ``index``."""
         stem = os.path.splitext(os.path.basename(self.files[index]))[0]
         return os.path.join(self.label_dir, f"{stem}{MASK_SUFFIX}.png")
 
@@ -119,6 +122,8 @@ class Annotator:
         return labels
 
     def encode(self, labels: np.ndarray) -> np.ndarray:
+        """``H×W`` labels (-1 = unpainted) -> the uint8 mask file: 0/255 for one class, else
+        the class index with ``background_value`` where nothing was painted."""
         if self.binary:
             return (labels == 0).astype(np.uint8) * 255
         out = np.full(labels.shape, self.background_value, np.uint8)
@@ -127,6 +132,7 @@ class Annotator:
         return out
 
     def save(self, index: int, layers: Sequence[np.ndarray]) -> str:
+        """Write the editor ``layers`` of image ``index`` as its mask file; returns the path."""
         from PIL import Image
 
         index = self.clamp(index)

@@ -68,6 +68,7 @@ class DemoApp:
         self.workdir = tempfile.mkdtemp(prefix="skinformer_demo_")
 
     def model(self, name: str) -> DemoModel:
+        """The loaded model called ``name``; ``ValueError`` listing the loaded ones otherwise."""
         if name not in self.models:
             raise ValueError(f"Unknown model '{name}'; loaded: {list(self.models)}")
         return self.models[name]

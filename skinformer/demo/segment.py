@@ -37,6 +37,7 @@ class DemoModel:
 
     @property
     def palette(self) -> List[Color]:
+        """One RGB colour per class: the dataset's ``palette`` first, then the default palette."""
         pal = list(self.metadata.get("palette", None) or [])
         pal = [tuple(int(v) for v in c) for c in pal] + default_palette(len(self.classes))[len(pal):]
         return pal[: len(self.classes)]

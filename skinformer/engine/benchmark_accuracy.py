@@ -89,6 +89,7 @@ class BenchmarkSettings:
 
 
 def smp_available() -> bool:
+    """Whether ``segmentation_models_pytorch`` can be imported (the smp peers need it)."""
     try:
         import segmentation_models_pytorch  # noqa: F401
     except ImportError:
@@ -173,6 +174,8 @@ def _deformable_attention_devices(jobs: Sequence[AccuracyJob], settings: Benchma
 
 
 def run_skinformer_job(job: AccuracyJob, settings: BenchmarkSettings, job_dir: str) -> Dict:
+    """Train ``job`` for the budget, then score it on val (and full-res); returns
+    ``{"iterations", "wall_s", "scores"}``."""
     from skinformer.checkpoint import DetectionCheckpointer
     from skinformer.data.datasets.folder import register_folder_datasets
     from skinformer.data.mappers import InferenceMapper
@@ -310,6 +313,8 @@ def _bce_dice(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def run_smp_job(job: AccuracyJob, settings: BenchmarkSettings, job_dir: str) -> Dict:
+    """Train an smp peer (AdamW, BCE + Dice, flips + rot90) for the budget and score it with the same
+    evaluator; returns ``{"iterations", "wall_s", "pretrained_tensors", "scores"}``."""
     import segmentation_models_pytorch as smp
 
     from .budget import budget_progress_line

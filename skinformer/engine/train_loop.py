@@ -52,6 +52,7 @@ def rng_state_to_safe(state: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def rng_state_from_safe(state: Dict[str, Any]) -> Dict[str, Any]:
+    """Inverse of :func:`rng_state_to_safe`: the tuples ``numpy`` and ``random`` accept again."""
     out = dict(state)
     if "numpy" in out:
         name, keys, pos, has_gauss, cached = out["numpy"]

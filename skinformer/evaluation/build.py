@@ -14,6 +14,8 @@ every other registry's entries) and returns a
 
 
 def build_evaluator(cfg, dataset_name: str, output_dir: str = None):
+    """The evaluator named by ``dataset_name``'s metadata ``evaluator_type``, called
+    ``(cfg, dataset_name, output_dir)``; ``KeyError`` when the metadata has none."""
     import skinformer.evaluation  # noqa: F401  (registers the built-in evaluators)
     from skinformer.data.catalog import MetadataCatalog
 

@@ -176,6 +176,7 @@ def _binary_counts(spec: FolderScoring) -> Tuple[List[str], torch.Tensor]:
 
 
 def score_isic_task1(spec: FolderScoring) -> dict:
+    """ISIC Task 1 metrics of a prediction folder against its ground truth, plus one row per image."""
     keys, counts = _binary_counts(spec)
     per_image = M.isic_task1_per_image(counts)
     rows = []
@@ -189,6 +190,7 @@ def score_isic_task1(spec: FolderScoring) -> dict:
 
 
 def score_binary_pooled(spec: FolderScoring) -> dict:
+    """Binary metrics over the pixels of all images pooled (one confusion for the folder)."""
     keys, counts = _binary_counts(spec)
     pooled = M.pooled_binary_metrics(counts.sum(dim=0))
     return {"num_images": len(keys), "results": {k: float(v) for k, v in pooled.items()}}
@@ -208,6 +210,7 @@ def _task2_index(files: Dict[str, str], what: str) -> Dict[Tuple[str, str], str]
 
 
 def score_isic_task2(spec: FolderScoring) -> dict:
+    """ISIC 2018 Task 2 metrics per attribute (each image's counts normalised by its pixel count)."""
     gt = _task2_index(list_masks(spec.gt_dir, spec.gt_suffix, "ground-truth"), "ground-truth")
     pred = _task2_index(list_masks(spec.pred_dir, spec.pred_suffix, "prediction"), "prediction")
     attributes = list(spec.attributes) if spec.attributes else sorted({a for _, a in gt})
@@ -231,6 +234,7 @@ def score_isic_task2(spec: FolderScoring) -> dict:
 
 
 def score_sem_seg(spec: FolderScoring) -> dict:
+    """Semantic-segmentation metrics (IoU, Dice, accuracy per class) of index-mask folders."""
     if not spec.num_classes:
         raise MaskFolderError("--metric sem_seg needs --num-classes K")
     k = spec.num_classes

@@ -41,6 +41,9 @@ logger = logging.getLogger(__name__)
 
 
 class PerImageEvaluator(DatasetEvaluator):
+    """Per-image metrics (Dice, IoU, precision, recall; on binary data also HD95 and boundary IoU;
+    optionally ROC-AUC) of each image and class, written as a CSV and summarised as means."""
+
     @configurable
     def __init__(self, *, label_space: Union[LabelSpace, Mapping[str, Any]], dataset_name: Optional[str] = None,
                  threshold: Optional[float] = None, empty: str = "one", roc_auc: bool = False,

@@ -44,9 +44,11 @@ class ExportableSegmentor(nn.Module):
 
     @property
     def network_size(self) -> Tuple[int, int]:
+        """``(height, width)`` the network runs at, whatever the input size."""
         return self.export_size, self.export_size
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
+        """``1×3×H×W`` image -> ``1×K×H×W`` scores: resized to the network size and back."""
         s = self.export_size
         x = F.interpolate(image, size=(s, s), mode="bilinear", align_corners=False)[0]
         scores = self.model([{"image": x, "height": s, "width": s}])[0]["sem_seg"]

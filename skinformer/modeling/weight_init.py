@@ -62,5 +62,6 @@ def init_new_layers(model: nn.Module, method: str, include_backbone: bool = Fals
 
 
 def init_from_config(model: nn.Module, cfg) -> int:
+    """:func:`init_new_layers` with ``MODEL.INIT``; returns how many modules were initialised."""
     c = cfg.MODEL.INIT
     return init_new_layers(model, c.METHOD, c.INCLUDE_BACKBONE, c.NORMAL_STD)

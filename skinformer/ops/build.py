@@ -98,6 +98,7 @@ def host_isa_flags() -> List[str]:
 
 
 def ld_flags() -> List[str]:
+    """Linker flags of the C++ kernel (OpenMP on Linux)."""
     return ["-fopenmp"] if sys.platform.startswith("linux") else []
 
 

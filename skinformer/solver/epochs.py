@@ -32,6 +32,7 @@ def iters_per_epoch(cfg, num_images: Optional[int] = None) -> int:
 
 
 def uses_epochs(cfg) -> bool:
+    """Whether any schedule, checkpoint or evaluation key of ``cfg`` is given in epochs."""
     return (cfg.SOLVER.MAX_EPOCHS > 0 or cfg.SOLVER.CHECKPOINT_PERIOD_EPOCHS > 0 or cfg.TEST.EVAL_PERIOD_EPOCHS > 0
             or cfg.SOLVER.SCHEDULER_STEP_UNIT == "epoch")
 

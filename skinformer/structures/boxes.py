@@ -9,11 +9,13 @@ __all__ = [
 
 
 def box_xyxy_to_cxcywh(b: torch.Tensor) -> torch.Tensor:
+    """``...×4`` (x0, y0, x1, y1) -> (cx, cy, w, h)."""
     x0, y0, x1, y1 = b.unbind(-1)
     return torch.stack([(x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0], dim=-1)
 
 
 def box_cxcywh_to_xyxy(b: torch.Tensor) -> torch.Tensor:
+    """``...×4`` (cx, cy, w, h) -> (x0, y0, x1, y1)."""
     cx, cy, w, h = b.unbind(-1)
     return torch.stack([cx - 0.5 * w, cy - 0.5 * h, cx + 0.5 * w, cy + 0.5 * h], dim=-1)
 

@@ -24,10 +24,12 @@ def _ready() -> bool:
 
 
 def get_world_size() -> int:
+    """Number of processes (1 without a process group)."""
     return dist.get_world_size() if _ready() else 1
 
 
 def get_rank() -> int:
+    """Rank of this process (0 without a process group)."""
     return dist.get_rank() if _ready() else 0
 
 
@@ -78,6 +80,7 @@ def destroy_process_group(wait_for_peers: bool = True, timeout: timedelta = time
 
 
 def get_local_rank() -> int:
+    """Rank of this process on its machine (0 without a process group)."""
     if not _ready():
         return 0
     if _LOCAL_PROCESS_GROUP is None:
@@ -86,12 +89,14 @@ def get_local_rank() -> int:
 
 
 def get_local_size() -> int:
+    """Number of processes on this machine (1 without a process group)."""
     if not _ready():
         return 1
     return _LOCAL_WORLD_SIZE
 
 
 def is_main_process() -> bool:
+    """Whether this is rank 0 (which writes files and logs)."""
     return get_rank() == 0
 
 

@@ -49,6 +49,7 @@ def get_event_storage() -> "EventStorage":
 
 
 def has_event_storage() -> bool:
+    """Whether an :class:`EventStorage` is active (inside ``with EventStorage():``)."""
     return bool(_CURRENT_STORAGE_STACK)
 
 
@@ -85,6 +86,7 @@ class EventStorage:
         self._smoothing_hints[name] = smoothing_hint
 
     def put_scalars(self, *, smoothing_hint: bool = True, cur_iter: Optional[int] = None, **kwargs) -> None:
+        """:meth:`put_scalar` for every ``name=value`` keyword, with one smoothing hint."""
         for k, v in kwargs.items():
             self.put_scalar(k, v, smoothing_hint=smoothing_hint, cur_iter=cur_iter)
 
@@ -95,15 +97,18 @@ class EventStorage:
         self._vis_data.append((img_name, np.asarray(img_tensor), self._iter))
 
     def clear_images(self) -> None:
+        """Drop the queued images (the TensorBoard writer calls this after writing them)."""
         self._vis_data = []
 
     def history(self, name: str) -> HistoryBuffer:
+        """Every ``(value, iteration)`` put under ``name``; ``KeyError`` when none was."""
         ret = self._history.get(name)
         if ret is None:
             raise KeyError(f"No history metric available for '{name}'")
         return ret
 
     def histories(self) -> Dict[str, HistoryBuffer]:
+        """``name -> HistoryBuffer`` of every scalar (the live mapping, not a copy)."""
         return self._history
 
     def latest(self) -> Dict[str, Tuple[float, int]]:
@@ -120,6 +125,7 @@ class EventStorage:
         return result
 
     def smoothing_hints(self) -> Dict[str, bool]:
+        """``name -> smoothing_hint`` as each scalar was put."""
         return self._smoothing_hints
 
     def state_dict(self, max_length: int = 200) -> Dict:
@@ -131,6 +137,7 @@ class EventStorage:
         }
 
     def load_state_dict(self, state: Dict) -> None:
+        """Restore the histories saved by :meth:`state_dict` (their scalars are smoothed)."""
         for name, values in state.get("history", {}).items():
             buf = self._history[name]
             for v, i in values:
@@ -143,6 +150,7 @@ class EventStorage:
 
     @property
     def iter(self) -> int:
+        """The iteration new scalars and images are recorded at (set by the trainer)."""
         return self._iter
 
     @iter.setter
@@ -150,11 +158,13 @@ class EventStorage:
         self._iter = int(val)
 
     @property
-    def iteration(self) -> int:  # detectron2 spelling
+    def iteration(self) -> int:
+        """Alias of :attr:`iter` (detectron2's spelling)."""
         return self._iter
 
     @property
     def vis_data(self):
+        """Queued ``(name, image, iteration)`` triples, oldest first."""
         return self._vis_data
 
     @contextmanager
@@ -180,10 +190,11 @@ class EventWriter:
     """Base class of writers: ``write()`` reads the current storage; ``close()`` releases files."""
 
     def write(self) -> None:
+        """Write what the current :class:`EventStorage` holds that this writer has not written."""
         raise NotImplementedError
 
     def close(self) -> None:
-        pass
+        """Flush and release files; the writer is not used afterwards."""
 
 
 class JSONWriter(EventWriter):
@@ -220,6 +231,7 @@ class JSONWriter(EventWriter):
         self._file_handle = PathManager.open(self._json_file, "a")
 
     def write(self) -> None:
+        """Append one line per iteration with scalars newer than the last write, then fsync."""
         storage = get_event_storage()
         if self._file_handle is None:
             self._open(getattr(storage, "start_iter", 0))
@@ -240,6 +252,7 @@ class JSONWriter(EventWriter):
             pass
 
     def close(self) -> None:
+        """Close the JSON file."""
         if self._file_handle is not None:
             self._file_handle.close()
 
@@ -269,6 +282,8 @@ class TensorboardXWriter(EventWriter):
         self._writer = SummaryWriter(log_dir, **kwargs)
 
     def write(self) -> None:
+        """Add scalars newer than the last write and every queued image; a no-op without
+        TensorBoard."""
         if self._writer is None:
             return
         storage = get_event_storage()
@@ -284,6 +299,7 @@ class TensorboardXWriter(EventWriter):
         self._writer.flush()
 
     def close(self) -> None:
+        """Close the event file."""
         if self._writer is not None:
             self._writer.close()
 
@@ -346,6 +362,8 @@ class CommonMetricPrinter(EventWriter):
             return eta
 
     def write(self) -> None:
+        """Log one line: iteration, ETA, the shown loss terms, lr, time and memory (nothing after
+        the last training iteration)."""
         storage = get_event_storage()
         iteration = storage.iter
         if self._max_iter is not None and iteration >= self._max_iter:

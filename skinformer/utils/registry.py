@@ -32,6 +32,7 @@ class Registry(_FvRegistry):
     """``Registry(name)``; ``get(name, config_key="MODEL.BACKBONE.NAME")`` explains misses."""
 
     def names(self) -> List[str]:
+        """Registered names, sorted."""
         return sorted(self._obj_map)
 
     def get(self, name: str, config_key: Optional[str] = None) -> Any:

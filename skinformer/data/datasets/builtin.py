@@ -36,10 +36,12 @@ def _provider(register: Callable[[str], None]) -> Callable[[], None]:
 
 
 def builtin_dataset_names() -> List[str]:
+    """Names of every built-in dataset, sorted (registered lazily: listing them reads no file)."""
     return sorted(n for _, names in BUILTIN_FAMILIES.values() for n in names())
 
 
 def register_builtin_providers() -> None:
+    """Register each built-in family as a lazy provider: its datasets are registered under the dataset root on first use."""
     for register, names in BUILTIN_FAMILIES.values():
         register_lazy_provider(names(), _provider(register))
 

@@ -259,6 +259,7 @@ def _register(name: str, loader, metadata: Dict, **extra) -> None:
 
 
 def register_isic_task1(root: str) -> None:
+    """Register ``isic<year>_sem_seg_<split>`` (ISIC 2016-2018 Task 1 lesion masks) under ``root``."""
     for year, (folder, prefix, splits, _) in ISIC_TASK1_YEARS.items():
         for split in splits:
             name = f"{prefix}_{split}"
@@ -267,6 +268,8 @@ def register_isic_task1(root: str) -> None:
 
 
 def register_isic2017_fullres(root: str) -> None:
+    """Register the full-resolution ISIC 2017 val sets: ``isic2017_sem_seg_val_fullres`` (val images at
+    the original size) and ``isic2017_fullres_sem_seg_val`` (the ``isic2017_fullres`` folder)."""
     _register("isic2017_sem_seg_val_fullres", lambda: load_isic2017_val_fullres(root, "val"),
               ISIC2017_VAL_FULLRES_METADATA, root=os.path.join(root, "isic2017"))
     _register("isic2017_fullres_sem_seg_val", lambda: load_isic2017_fullres(root), ISIC_TASK1_METADATA,
@@ -274,6 +277,7 @@ def register_isic2017_fullres(root: str) -> None:
 
 
 def register_isic2018_task2(root: str) -> None:
+    """Register ``isic2018_task2_<split>`` (five lesion attributes, one binary mask file each)."""
     for split in _TASK2_SPLITS:
         name = f"isic2018_task2_{split}"
         _register(name, lambda s=split, n=name: load_isic2018_task2(root, s, n), ISIC2018_TASK2_METADATA,
@@ -281,6 +285,7 @@ def register_isic2018_task2(root: str) -> None:
 
 
 def register_isic2017_part2_mat(root: str) -> None:
+    """Register ``isic2017_part2_mat_<split>`` (ISIC 2017 Part 2 superpixel attributes in ``.mat`` files)."""
     for split in ("train", "val", "test"):
         name = f"isic2017_part2_mat_{split}"
         _register(name, lambda s=split, n=name: load_isic2017_part2_mat(root, s, n), ISIC2017_PART2_METADATA,
@@ -288,6 +293,7 @@ def register_isic2017_part2_mat(root: str) -> None:
 
 
 def register_all_isic(root: str) -> None:
+    """Register every ISIC dataset under ``root``."""
     register_isic_task1(root)
     register_isic2017_fullres(root)
     register_isic2018_task2(root)
@@ -295,6 +301,7 @@ def register_all_isic(root: str) -> None:
 
 
 def builtin_names() -> List[str]:
+    """Names :func:`register_all_isic` registers."""
     names = [f"{prefix}_{s}" for _, prefix, splits, _ in ISIC_TASK1_YEARS.values() for s in splits]
     names += ["isic2017_sem_seg_val_fullres", "isic2017_fullres_sem_seg_val"]
     names += [f"isic2018_task2_{s}" for s in _TASK2_SPLITS]

@@ -54,6 +54,8 @@ def _image_mask_dirs(base: str) -> Tuple[str, str]:
 
 
 def load_kvasir_seg(root: str, split: str, dataset_name: Optional[str] = None) -> List[Dict]:
+    """Dataset dicts of Kvasir-SEG ``split`` (ids from ``kvasir-seg/splits/<split>.txt``; masks are
+    JPEGs decoded as binary)."""
     name = dataset_name or f"kvasir_seg_{split}"
     base = os.path.join(root, _FOLDER)
     require_path(base, name, _HINT)
@@ -119,6 +121,7 @@ def load_kvasir_ins(root: str, split: str, dataset_name: Optional[str] = None,
 
 
 def register_kvasir(root: str) -> None:
+    """Register ``kvasir_seg_<split>`` (semantic) and ``kvasir_ins_<split>`` (instances) under ``root``."""
     base = os.path.join(root, _FOLDER)
     for split in _SPLITS:
         name = f"kvasir_seg_{split}"
@@ -130,4 +133,5 @@ def register_kvasir(root: str) -> None:
 
 
 def builtin_names() -> List[str]:
+    """Names :func:`register_kvasir` registers."""
     return [f"kvasir_seg_{s}" for s in _SPLITS] + [f"kvasir_ins_{s}" for s in _SPLITS]

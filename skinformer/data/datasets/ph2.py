@@ -64,9 +64,11 @@ def load_ph2(root: str, dataset_name: Optional[str] = None, check_sizes: bool = 
 
 
 def register_ph2(root: str) -> None:
+    """Register ``ph2_sem_seg`` (all 200 PH2 images) under ``root``."""
     DatasetCatalog.register("ph2_sem_seg", lambda: load_ph2(root, "ph2_sem_seg"))
     MetadataCatalog.get("ph2_sem_seg").set(**PH2_METADATA, root=os.path.join(root, "ph2"))
 
 
 def builtin_names() -> List[str]:
+    """Names :func:`register_ph2` registers."""
     return ["ph2_sem_seg"]

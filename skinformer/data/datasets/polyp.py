@@ -42,6 +42,7 @@ def _hint(kind: str, split: str) -> str:
 
 
 def load_polypdb_ins(root: str, split: str, dataset_name: Optional[str] = None) -> List[Dict]:
+    """Dataset dicts of PolypDB instances ``split`` from its COCO json."""
     name = dataset_name or f"polypdb_ins_{split}"
     base = os.path.join(root, _FOLDER)
     return load_coco_json(os.path.join(base, f"polypdb_ins_{split}.json"), base, name,
@@ -50,6 +51,7 @@ def load_polypdb_ins(root: str, split: str, dataset_name: Optional[str] = None) 
 
 
 def load_polypdb_sem_seg(root: str, split: str, dataset_name: Optional[str] = None) -> List[Dict]:
+    """Dataset dicts of PolypDB semantic ``split`` from its image / mask json."""
     name = dataset_name or f"polypdb_ins_sem_seg_{split}"
     base = os.path.join(root, _FOLDER)
     return load_sem_seg_json(os.path.join(base, f"polypdb_sem_{split}.json"), base, dataset_name=name,
@@ -57,6 +59,7 @@ def load_polypdb_sem_seg(root: str, split: str, dataset_name: Optional[str] = No
 
 
 def register_polypdb(root: str) -> None:
+    """Register ``polypdb_ins_<split>`` and ``polypdb_ins_sem_seg_<split>`` under ``root``."""
     base = os.path.join(root, _FOLDER)
     for split in _SPLITS:
         name = f"polypdb_ins_{split}"
@@ -69,4 +72,5 @@ def register_polypdb(root: str) -> None:
 
 
 def builtin_names() -> List[str]:
+    """Names :func:`register_polypdb` registers."""
     return [f"polypdb_ins_{s}" for s in _SPLITS] + [f"polypdb_ins_sem_seg_{s}" for s in _SPLITS]

@@ -32,6 +32,7 @@ def skin_metadata(skin_type: str) -> Dict:
 
 
 def load_skin(root: str, skin_type: str, split: str, dataset_name: Optional[str] = None) -> List[Dict]:
+    """Dataset dicts of ``skin/<skin_type>/<split>`` (acne, hemoglobin or melanin maps)."""
     name = dataset_name or f"skin_{skin_type}_{split}"
     base = os.path.join(root, "skin", skin_type, split)
     hint = (f"skin/{skin_type}/{split}/images/<id>_org_{skin_type}.jpg + skin/{skin_type}/{split}/masks/"
@@ -46,6 +47,7 @@ def load_skin(root: str, skin_type: str, split: str, dataset_name: Optional[str]
 
 
 def register_skin(root: str) -> None:
+    """Register ``skin_<type>_<split>`` for every skin type under ``root``."""
     for t in SKIN_TYPES:
         for split in _SPLITS:
             name = f"skin_{t}_{split}"
@@ -54,4 +56,5 @@ def register_skin(root: str) -> None:
 
 
 def builtin_names() -> List[str]:
+    """Names :func:`register_skin` registers."""
     return [f"skin_{t}_{s}" for t in SKIN_TYPES for s in _SPLITS]

@@ -31,6 +31,7 @@ _SPLITS = ("train", "val", "test")
 
 
 def load_vofo(root: str, split: str, dataset_name: Optional[str] = None) -> List[Dict]:
+    """Dataset dicts of Seg-VoFo ``split`` from ``vofo/vofo_sem_<split>.json``."""
     name = dataset_name or f"vofo_sem_seg_{split}"
     base = os.path.join(root, "vofo")
     hint = (f"vofo/vofo_sem_{split}.json listing {{\"images\": [{{\"id\", \"file_name\", \"mask_name\"}}]}} "
@@ -39,6 +40,7 @@ def load_vofo(root: str, split: str, dataset_name: Optional[str] = None) -> List
 
 
 def register_vofo(root: str) -> None:
+    """Register ``vofo_sem_seg_<split>`` under ``root``."""
     for split in _SPLITS:
         name = f"vofo_sem_seg_{split}"
         DatasetCatalog.register(name, lambda s=split, n=name: load_vofo(root, s, n))
@@ -46,4 +48,5 @@ def register_vofo(root: str) -> None:
 
 
 def builtin_names() -> List[str]:
+    """Names :func:`register_vofo` registers."""
     return [f"vofo_sem_seg_{s}" for s in _SPLITS]

@@ -14,6 +14,8 @@ training dataset's metadata ``mapper`` (e.g. "SemanticMapper").
 
 
 def build_dataset_mapper(cfg, is_train: bool, name: str = None):
+    """The dataset mapper ``name`` (default ``INPUT.DATASET_MAPPER_NAME``, else the one the dataset's
+    metadata implies) built from ``cfg`` for training or inference."""
     import skinformer.data.mappers  # noqa: F401  (registers the built-in mappers)
 
     where = None

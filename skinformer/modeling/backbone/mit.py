@@ -88,6 +88,7 @@ class EfficientSelfAttention(nn.Module):
 
 
 class SelfOutput(nn.Module):
+    """Output projection of the MiT attention (Hugging Face naming, so its weights load as they are)."""
     def __init__(self, hidden_size: int):
         super().__init__()
         self.dense = nn.Linear(hidden_size, hidden_size)
@@ -98,6 +99,7 @@ class SelfOutput(nn.Module):
 
 
 class Attention(nn.Module):
+    """Efficient (spatially reduced) self-attention with its output projection."""
     def __init__(self, hidden_size: int, num_heads: int, sr_ratio: int):
         super().__init__()
         self.self = EfficientSelfAttention(hidden_size, num_heads, sr_ratio)
@@ -109,6 +111,7 @@ class Attention(nn.Module):
 
 
 class DWConv(nn.Module):
+    """Depth-wise 3×3 conv of the Mix-FFN, on tokens."""
     def __init__(self, dim: int):
         super().__init__()
         self.dwconv = nn.Conv2d(dim, dim, 3, 1, 1, groups=dim)
@@ -150,6 +153,7 @@ class DropPath(nn.Module):
 
 
 class MiTLayer(nn.Module):
+    """One MiT block: pre-norm efficient attention and Mix-FFN, each residual with drop-path."""
     def __init__(self, hidden_size: int, num_heads: int, sr_ratio: int, mlp_ratio: int, drop_path: float):
         super().__init__()
         self.layer_norm_1 = nn.LayerNorm(hidden_size)

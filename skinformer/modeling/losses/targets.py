@@ -43,6 +43,7 @@ class PreparedTargets:
 
 
 def is_label_map(target: torch.Tensor) -> bool:
+    """Whether ``target`` is a ``B×H×W`` integer label map (rather than ``B×C×H×W`` per-class masks)."""
     return target.dim() == 3 and not target.dtype.is_floating_point and target.dtype != torch.bool
 
 
@@ -98,6 +99,7 @@ def select_class_weights(weights: Optional[torch.Tensor], num_channels: int,
 
 
 def as_weight_tensor(weights: Optional[Sequence[float]]) -> Optional[torch.Tensor]:
+    """Class weights as a float32 tensor; None for None or an empty list."""
     if weights is None or len(weights) == 0:
         return None
     return torch.as_tensor([float(x) for x in weights], dtype=torch.float32)

@@ -18,6 +18,8 @@ The name is read from ``cfg.MODEL.SEM_SEG_HEAD.PIXEL_DECODER_NAME``.
 
 
 def build_pixel_decoder(cfg, input_shape: Dict[str, ShapeSpec]):
+    """The pixel decoder ``MODEL.SEM_SEG_HEAD.PIXEL_DECODER_NAME`` for backbone features
+    ``input_shape``; it must implement ``forward_features``."""
     name = cfg.MODEL.SEM_SEG_HEAD.PIXEL_DECODER_NAME
     model = PIXEL_DECODER_REGISTRY.get(name, config_key="MODEL.SEM_SEG_HEAD.PIXEL_DECODER_NAME")(cfg, input_shape)
     if not callable(getattr(model, "forward_features", None)):

@@ -24,6 +24,7 @@ def conv_norm_act(in_channels: int, out_channels: int, kernel_size: int = 3, *, 
 
 def init_predictor(conv: nn.Conv2d) -> nn.Conv2d:
     # Small weights: initial logits are near 0, so the first losses are the uniform-prior losses.
+    """Initialise a prediction conv with N(0, 0.01) weights and zero bias; returns it."""
     nn.init.normal_(conv.weight, std=0.01)
     nn.init.zeros_(conv.bias)
     return conv

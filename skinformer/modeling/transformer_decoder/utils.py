@@ -36,6 +36,7 @@ def get_clones(module: nn.Module, n: int) -> nn.ModuleList:
 
 
 def with_pos_embed(x: torch.Tensor, pos: Optional[torch.Tensor]) -> torch.Tensor:
+    """``x + pos``, or ``x`` when there is no positional embedding."""
     return x if pos is None else x + pos
 
 
