@@ -97,13 +97,12 @@ class Visualizer:
     """
 
     def __init__(self, metadata, multi_label: bool = False, alpha: float = 0.5, threshold: Optional[float] = None):
-        get = metadata.get if hasattr(metadata, "get") else (lambda k, d=None: getattr(metadata, k, d))
-        self.classes = list(get("classes", []) or [])
-        self.label_space = LabelSpace.from_metadata(
-            metadata if hasattr(metadata, "get") else vars(metadata), classes=self.classes, threshold=threshold,
-            multi_label=True if multi_label else None)
+        source = metadata if hasattr(metadata, "get") else vars(metadata)
+        self.classes = list(source.get("classes", []) or [])
+        self.label_space = LabelSpace.from_metadata(source, classes=self.classes, threshold=threshold,
+                                                    multi_label=True if multi_label else None)
         self.num_classes = len(self.classes)
-        palette = get("palette", None) or default_palette(self.num_classes)
+        palette = source.get("palette", None) or default_palette(self.num_classes)
         self.palette = [tuple(int(c) for c in p) for p in palette]
         if len(self.palette) < self.num_classes:
             self.palette += default_palette(self.num_classes)[len(self.palette):]
