@@ -6,7 +6,7 @@ the visualiser's (:class:`skinformer.utils.visualizer.Visualizer`) with an adjus
 """
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -14,7 +14,7 @@ import torch
 
 from skinformer.structures.label_space import LabelSpace
 from skinformer.utils.visualizer import (
-    Visualizer, default_palette, draw_contours, label_map_to_masks, overlay_masks,
+    Visualizer, class_palette, draw_contours, label_map_to_masks, overlay_masks,
 )
 
 __all__ = [
@@ -27,25 +27,22 @@ Color = Tuple[int, int, int]
 
 @dataclass
 class DemoModel:
-    """A loaded predictor with what the demo needs to draw its outputs."""
+    """A loaded predictor with the colours the demo draws its classes in. The label space
+    (classes, decision rule, mask encoding) is the predictor's."""
 
     name: str
     predictor: object  # DefaultPredictor: RGB/BGR H×W×3 uint8 -> output dict
-    metadata: object
-    multi_label: bool = False
-    classes: List[str] = field(default_factory=list)
-
-    @property
-    def palette(self) -> List[Color]:
-        """One RGB colour per class: the dataset's ``palette`` first, then the default palette."""
-        pal = list(self.metadata.get("palette", None) or [])
-        pal = [tuple(int(v) for v in c) for c in pal] + default_palette(len(self.classes))[len(pal):]
-        return pal[: len(self.classes)]
+    palette: List[Color]  # one RGB colour per class
 
     @property
     def label_space(self) -> LabelSpace:
-        """The dataset's label space with the demo's class names (metadata may lack ``classes``)."""
-        return LabelSpace.from_metadata(self.metadata or {}, classes=self.classes, multi_label=self.multi_label)
+        """The predictor's label space (its test dataset's, with ``TEST.THRESHOLD``)."""
+        return self.predictor.label_space
+
+    @property
+    def classes(self) -> List[str]:
+        """Class names, in label order."""
+        return list(self.label_space.classes)
 
     def __call__(self, image_rgb: np.ndarray) -> Dict:
         fmt = self.predictor.cfg.INPUT.FORMAT
@@ -55,7 +52,6 @@ class DemoModel:
 def load_model(config_file: str, opts: Sequence[str] = (), name: Optional[str] = None) -> DemoModel:
     """Build a :class:`DefaultPredictor` from a config file, ``KEY VALUE`` overrides and
     ``MODEL.WEIGHTS`` (empty weights: an error, the demo would show noise)."""
-    from skinformer.data.catalog import MetadataCatalog
     from skinformer.engine.defaults import DefaultPredictor, register_config_datasets
     from skinformer.config import get_cfg
 
@@ -70,17 +66,14 @@ def load_model(config_file: str, opts: Sequence[str] = (), name: Optional[str] =
                          "(e.g. MODEL.WEIGHTS output/run/model_final.pth)")
     register_config_datasets(cfg)
     predictor = DefaultPredictor(cfg)
-    metadata = MetadataCatalog.get(cfg.DATASETS.TEST[0]) if cfg.DATASETS.TEST else MetadataCatalog.get("__demo__")
-    space = predictor.label_space  # classes (unnamed ones without a test dataset) and multi-label
+    k = predictor.label_space.num_classes
     label = name or f"{os.path.splitext(os.path.basename(config_file))[0]} ({os.path.basename(cfg.MODEL.WEIGHTS)})"
-    return DemoModel(label, predictor, metadata, space.multi_label, list(space.classes))
+    return DemoModel(label, predictor, class_palette(predictor.metadata or {}, k)[:k])
 
 
 def class_masks(model: DemoModel, output: Dict, hw: Tuple[int, int], threshold: float = 0.5) -> np.ndarray:
     """Bool ``K×H×W`` per-class masks of one model output (instances merged per class)."""
-    vis = Visualizer(model.metadata, multi_label=model.multi_label, threshold=threshold)
-    vis.classes, vis.num_classes = model.classes, len(model.classes)
-    masks, _ = vis.prediction_masks(output, hw)
+    masks, _ = Visualizer(model.label_space, threshold=threshold).prediction_masks(output, hw)
     if "instances" in output:
         inst = output["instances"]
         keep = inst.scores.detach().cpu().numpy() > threshold if inst.has("scores") else np.ones(len(inst), bool)

@@ -22,7 +22,7 @@ import torch
 from skinformer.structures.label_space import LabelSpace
 
 __all__ = [
-    "default_palette",
+    "default_palette", "class_palette",
     "label_map_to_masks",
     "overlay_masks",
     "draw_contours",
@@ -40,6 +40,13 @@ def default_palette(num_classes: int) -> List[Color]:
         r, g, b = colorsys.hsv_to_rgb((i * 0.618033988749895 + 0.05) % 1.0, 0.85, 1.0)
         out.append((int(r * 255), int(g * 255), int(b * 255)))
     return out
+
+
+def class_palette(metadata, num_classes: int) -> List[Color]:
+    """RGB colours for ``num_classes`` classes (at least one): the metadata's ``palette`` (all of
+    it) first, then :func:`default_palette` for the classes it does not cover."""
+    given = [tuple(int(v) for v in c) for c in (metadata.get("palette", None) or [])]
+    return given + default_palette(num_classes)[len(given):]
 
 
 def _to_numpy(x) -> np.ndarray:
@@ -102,10 +109,7 @@ class Visualizer:
         self.label_space = LabelSpace.from_metadata(source, classes=self.classes, threshold=threshold,
                                                     multi_label=True if multi_label else None)
         self.num_classes = len(self.classes)
-        palette = source.get("palette", None) or default_palette(self.num_classes)
-        self.palette = [tuple(int(c) for c in p) for p in palette]
-        if len(self.palette) < self.num_classes:
-            self.palette += default_palette(self.num_classes)[len(self.palette):]
+        self.palette = class_palette(source, self.num_classes)
         self.ignore_label = self.label_space.ignore_label
         self.multi_label = self.label_space.multi_label
         self.alpha = alpha
