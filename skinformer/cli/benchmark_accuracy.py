@@ -42,6 +42,8 @@ def parse_args(argv=None):
                    help="smp peers to train (none: --peers with no value)")
     p.add_argument("--train-dataset", default="isic2017_sem_seg_train")
     p.add_argument("--val-dataset", default="isic2017_sem_seg_val")
+    p.add_argument("--orig-masks-dataset", default="isic2017_sem_seg_val_fullres",
+                   help="the val images scored against their masks at the original size ('' to skip)")
     p.add_argument("--fullres-dataset", default="isic2017_fullres_sem_seg_val",
                    help="scored at the original resolution ('' to skip)")
     p.add_argument("--size", type=int, default=256, help="smp peers: square training / inference size")
@@ -82,12 +84,13 @@ def main(argv=None):
         sys.exit("nothing to run")
     settings = BenchmarkSettings(
         budget_s=args.budget_min * 60, output_dir=args.output_dir, train_dataset=args.train_dataset,
-        val_dataset=args.val_dataset, fullres_dataset=args.fullres_dataset, size=args.size,
+        val_dataset=args.val_dataset, orig_masks_dataset=args.orig_masks_dataset, fullres_dataset=args.fullres_dataset, size=args.size,
         batch_size=args.batch_size, threads=args.threads, seed=args.seed, weights_package=args.smp_weights_package)
     results = run_benchmark(jobs, settings)
     table = format_table(results)
     print(f"\nBudget {args.budget_min:g} min per job, {args.threads} thread(s) each, all started together; "
-          f"val = {args.val_dataset}, full-res = {args.fullres_dataset or '-'} (ISIC Task 1, %)\n")
+          f"val = {args.val_dataset}, val@orig = {args.orig_masks_dataset or '-'}, "
+          f"full-res = {args.fullres_dataset or '-'} (ISIC Task 1, %)\n")
     print(table)
     with open(os.path.join(args.output_dir, "table.md"), "w") as f:
         f.write(table + "\n")

@@ -18,24 +18,26 @@ TINY = ["MODEL.SEM_SEG_HEAD.CONVS_DIM", "16", "INPUT.FIXED_SIZE", "(64, 64)", "S
 
 def _settings(tmp_path, budget=2.0, **kw):
     return BenchmarkSettings(budget_s=budget, output_dir=str(tmp_path), train_dataset="synthetic_lesion_train",
-                             val_dataset="synthetic_lesion_val", fullres_dataset="", size=64, batch_size=2, **kw)
+                             val_dataset="synthetic_lesion_val", orig_masks_dataset="", fullres_dataset="", size=64, batch_size=2, **kw)
 
 
 def test_format_table_differences():
     ref = {"name": "smp DeepLabV3+", "iterations": 10, "wall_s": 60.0,
            "scores": {"val": {"jaccard": 0.6, "threshold_jaccard": 0.5, "dice": 0.7},
+                      "val_orig": {"jaccard": 0.55, "threshold_jaccard": 0.45, "dice": 0.65},
                       "fullres": {"jaccard": 0.6, "threshold_jaccard": 0.5, "dice": 0.7}}}
     other = {"name": "ours", "iterations": 12, "wall_s": 61.0,
-             "scores": {"val": {"jaccard": 0.65, "threshold_jaccard": 0.47, "dice": 0.75}}}
+             "scores": {"val": {"jaccard": 0.65, "threshold_jaccard": 0.47, "dice": 0.75},
+                        "val_orig": {"jaccard": 0.62, "threshold_jaccard": 0.4, "dice": 0.7}}}
     table = format_table([ref, other, {"name": "broken", "error": "ValueError: x"}])
     rows = table.splitlines()
     assert len(rows) == 5 and "ΔJ vs smp DeepLabV3+" in rows[0]
     cells = [c.strip() for c in rows[3].strip("|").split("|")]
     assert cells[:6] == ["ours", "12", "61", "65.0", "47.0", "75.0"]
-    assert cells[6] == "-" and cells[8:] == ["+5.0", "-3.0", "-"]
+    assert cells[6:10] == ["62.0", "40.0", "-", "-"] and cells[10:] == ["+5.0", "-3.0", "+7.0", "-"]
     assert "failed: ValueError: x" in rows[4]
     # without the reference row the differences are "-"
-    assert format_table([other]).splitlines()[2].rstrip(" |").endswith("| - | - | -")
+    assert format_table([other]).splitlines()[2].rstrip(" |").endswith("| - | - | - | -")
 
 
 def test_score_dataset_perfect_and_empty_predictions():
@@ -123,7 +125,11 @@ def test_cli_without_smp_rows(tmp_path, monkeypatch):
     assert [(j.name, j.kind, j.opts) for j in seen["jobs"]] == [
         ("per_pixel_r18_synthetic", "skinformer", ["SOLVER.BASE_LR", "0.001"])]
     assert seen["settings"].budget_s == 30
+    # the val images are also scored against their masks at the original size unless skipped
+    assert seen["settings"].orig_masks_dataset == "isic2017_sem_seg_val_fullres"
     assert "per_pixel_r18_synthetic" in open(tmp_path / "table.md").read()
+    tool.main(["--budget-min", "0.5", "--skinformer", QUICK, "--orig-masks-dataset", "", "--output-dir", str(tmp_path)])
+    assert seen["settings"].orig_masks_dataset == ""
     with pytest.raises(SystemExit):
         tool.main(["--budget-min", "1", "--skinformer", QUICK, "SOLVER.BASE_LR"])  # odd overrides
 
