@@ -12,7 +12,7 @@ Mapper side (used by every mapper, semantic, multi-label and instance):
   test time the :class:`~skinformer.data.mask_io.DataFileError` propagates;
 * :func:`check_same_size` — image/mask size mismatch error naming both files and sizes;
 * :func:`metadata_table` / :func:`metadata_of` — a mapper's ``{dataset_name: metadata}`` and the
-  entry for one dataset dict; :func:`mapper_arguments` — the ``from_config`` arguments they share;
+  entry for one dataset dict;
 * :func:`augment_sample` — the mapper's augmentations plus padding, with the sample's generator;
 * :func:`finish_sample` — the output keys every mapper sets (``image``, original ``height``/``width``);
 * :func:`image_to_tensor`, :func:`sem_seg_to_instances`, :func:`masks_to_instances`.
@@ -31,7 +31,7 @@ from .transforms import AugInput, PadToDivisible, apply_augmentations
 
 __all__ = [
     "DatasetFromList", "sample_rng", "read_or_skip", "check_same_size", "image_to_tensor",
-    "sem_seg_to_instances", "masks_to_instances", "metadata_table", "metadata_of", "mapper_arguments",
+    "sem_seg_to_instances", "masks_to_instances", "metadata_table", "metadata_of",
     "augment_sample", "finish_sample",
 ]
 
@@ -135,18 +135,6 @@ def metadata_of(table: Mapping[Optional[str], Mapping], dataset_dict: Dict, owne
         f"{owner}: no metadata for dataset '{name}' of {dataset_dict.get('file_name')}; "
         f"known: {sorted(str(k) for k in table)}"
     )
-
-
-def mapper_arguments(cfg, is_train: bool, augmentations: list, metadata) -> Dict[str, Any]:
-    """The ``from_config`` keyword arguments every mapper takes (``INPUT.FORMAT``,
-    ``INPUT.SIZE_DIVISIBILITY`` plus the given augmentations and metadata)."""
-    return {
-        "is_train": is_train,
-        "augmentations": augmentations,
-        "metadata": metadata,
-        "image_format": cfg.INPUT.FORMAT,
-        "size_divisibility": cfg.INPUT.SIZE_DIVISIBILITY,
-    }
 
 
 def augment_sample(augmentations, size_divisibility: int, dataset_dict: Dict, image: np.ndarray, *,

@@ -10,23 +10,20 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from skinformer.config import configurable
 from skinformer.data.common import (
     augment_sample,
     finish_sample,
-    mapper_arguments,
     masks_to_instances,
     metadata_of,
-    metadata_table,
     read_or_skip,
 )
 from skinformer.data.decode_cache import cached_read
 from skinformer.data.mask_io import DataFileError, read_image
-from skinformer.data.transforms import AugmentationList, build_lsj_augmentation
+from skinformer.data.transforms import build_lsj_augmentation
 from skinformer.structures import polygons_to_bitmask
 
+from .base import AnnotatedMapper
 from .build import DATASET_MAPPER_REGISTRY
-from .semantic import dataset_metadata_table
 
 __all__ = ["InstanceMapper", "annotations_to_masks"]
 
@@ -78,7 +75,7 @@ def annotations_to_masks(annotations: List[Dict], height: int, width: int, file_
 
 
 @DATASET_MAPPER_REGISTRY.register()
-class InstanceMapper:
+class InstanceMapper(AnnotatedMapper):
     """Read the image, rasterise its instances, augment both with the sample's generator, filter.
 
     Training default (:func:`~skinformer.data.transforms.build_lsj_augmentation`, SiMaskFormer's
@@ -98,35 +95,14 @@ class InstanceMapper:
     polygons are rasterised per sample).
     """
 
-    decode_cache = None
-
-    @configurable
-    def __init__(self, is_train: bool = True, *, augmentations: List, metadata=None, image_format: str = "RGB",
-                 size_divisibility: int = -1):
-        """
-        Args:
-            is_train: skip unreadable samples (True) or raise (False).
-            augmentations: list of :class:`~skinformer.data.transforms.Augmentation`.
-            metadata: optional metadata (or ``{dataset_name: metadata}``) used to check that
-                category ids are within ``classes``.
-            image_format: "RGB" or "BGR".
-            size_divisibility: pad to a multiple of this (<= 0: no padding).
-        """
-        self.is_train = is_train
-        self.augmentations = AugmentationList(augmentations)
-        self.metadata = metadata_table(metadata, "InstanceMapper", required=False)
-        self.image_format = image_format
-        self.size_divisibility = size_divisibility
-        self._num_dropped = 0
-        logger.info(f"[InstanceMapper] augmentations used in {'training' if is_train else 'inference'}: "
-                    f"{self.augmentations}")
+    #: category ids are range-checked against the metadata's classes when it is given
+    metadata_required = False
+    _num_dropped = 0  # samples left without instances so far (per mapper copy)
 
     @classmethod
-    def from_config(cls, cfg, is_train: bool = True):
-        """Keyword arguments from ``cfg``: the LSJ augmentations, input format, size divisibility and the
-        metadata of the train (or test) datasets."""
-        names = list(cfg.DATASETS.TRAIN if is_train else cfg.DATASETS.TEST)
-        return mapper_arguments(cfg, is_train, build_lsj_augmentation(cfg, is_train), dataset_metadata_table(names))
+    def build_augmentations(cls, cfg, is_train: bool) -> List:
+        """The LSJ recipe (:func:`~skinformer.data.transforms.build_lsj_augmentation`)."""
+        return build_lsj_augmentation(cfg, is_train)
 
     def _num_classes(self, dataset_dict: Dict) -> Optional[int]:
         # metadata is optional here: without it category ids are not range-checked

@@ -5,33 +5,26 @@ label map: they travel through the augmentations as a ``K×H×W`` bool stack, tr
 like the image (nearest resampling; pixels coming from outside the image become False).
 """
 import copy
-import logging
 from typing import Dict, List, Optional
 
 import numpy as np
 import torch
 
-from skinformer.config import configurable
 from skinformer.data.common import (
     augment_sample,
     check_same_size,
     finish_sample,
-    mapper_arguments,
     masks_to_instances,
     metadata_of,
-    metadata_table,
     read_or_skip,
 )
 from skinformer.data.decode_cache import cached_read
 from skinformer.data.mask_io import DataFileError, read_binary_mask, read_image
-from skinformer.data.transforms import AugmentationList, build_augmentation
 
+from .base import AnnotatedMapper
 from .build import DATASET_MAPPER_REGISTRY
-from .semantic import dataset_metadata_table
 
 __all__ = ["MultiLabelMapper", "read_label_masks"]
-
-logger = logging.getLogger(__name__)
 
 
 def read_label_masks(files: List[Optional[str]], shape=None) -> np.ndarray:
@@ -54,7 +47,7 @@ def read_label_masks(files: List[Optional[str]], shape=None) -> np.ndarray:
 
 
 @DATASET_MAPPER_REGISTRY.register()
-class MultiLabelMapper:
+class MultiLabelMapper(AnnotatedMapper):
     """Read the image and its ``label_file_names`` (one per class, ``classes`` order), augment them
     with the sample's generator (:func:`~skinformer.data.common.sample_rng`), pad, build targets.
 
@@ -71,35 +64,6 @@ class MultiLabelMapper:
     a mask whose size differs from the image always raises, naming both files.
     ``decode_cache``: as in :class:`~skinformer.data.mappers.SemanticMapper` (image and mask stack).
     """
-
-    decode_cache = None
-
-    @configurable
-    def __init__(self, is_train: bool = True, *, augmentations: List, metadata, image_format: str = "RGB",
-                 size_divisibility: int = -1):
-        """
-        Args:
-            is_train: skip unreadable samples (True) or raise (False).
-            augmentations: list of :class:`~skinformer.data.transforms.Augmentation`.
-            metadata: one dataset's metadata (``Metadata`` or dict with ``classes``), or
-                ``{dataset_name: metadata}`` picked by the dict's ``dataset_name``.
-            image_format: "RGB" or "BGR".
-            size_divisibility: pad to a multiple of this (<= 0: no padding).
-        """
-        self.is_train = is_train
-        self.augmentations = AugmentationList(augmentations)
-        self.metadata = metadata_table(metadata, "MultiLabelMapper")
-        self.image_format = image_format
-        self.size_divisibility = size_divisibility
-        logger.info(f"[MultiLabelMapper] augmentations used in {'training' if is_train else 'inference'}: "
-                    f"{self.augmentations}")
-
-    @classmethod
-    def from_config(cls, cfg, is_train: bool = True):
-        """Keyword arguments from ``cfg``: the augmentations, input format, size divisibility and the
-        metadata of the train (or test) datasets."""
-        names = list(cfg.DATASETS.TRAIN if is_train else cfg.DATASETS.TEST)
-        return mapper_arguments(cfg, is_train, build_augmentation(cfg, is_train), dataset_metadata_table(names))
 
     def __call__(self, dataset_dict: Dict) -> Optional[Dict]:
         dataset_dict = copy.deepcopy(dataset_dict)

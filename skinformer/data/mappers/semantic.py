@@ -1,43 +1,30 @@
 """Semantic-segmentation mapper: one dataset dict with ``sem_seg_file_name`` -> model input."""
 import copy
-import logging
-from typing import Dict, List, Optional
+from typing import Dict, Optional
 
 import numpy as np
 import torch
 
-from skinformer.config import configurable
-from skinformer.data.catalog import MetadataCatalog
 from skinformer.data.common import (
     augment_sample,
     check_same_size,
     finish_sample,
-    mapper_arguments,
     metadata_of,
-    metadata_table,
     read_or_skip,
     sem_seg_to_instances,
 )
 from skinformer.data.decode_cache import cached_read
 from skinformer.data.mask_io import read_image, read_sem_seg
-from skinformer.data.transforms import AugmentationList, build_augmentation
 from skinformer.structures.label_space import LabelSpace
 
+from .base import AnnotatedMapper
 from .build import DATASET_MAPPER_REGISTRY
 
-__all__ = ["SemanticMapper", "dataset_metadata_table"]
-
-logger = logging.getLogger(__name__)
-
-
-def dataset_metadata_table(names) -> Dict[str, Dict]:
-    """``{name: metadata as a plain dict}`` for ``names``, resolved in the calling (main) process so
-    mappers carry picklable metadata into loader workers instead of looking it up there."""
-    return {n: MetadataCatalog.get(n).as_dict() for n in names}
+__all__ = ["SemanticMapper"]
 
 
 @DATASET_MAPPER_REGISTRY.register()
-class SemanticMapper:
+class SemanticMapper(AnnotatedMapper):
     """Read image + label map, augment both with the sample's generator, pad, build targets.
 
     Output dict (the input dict's keys are kept):
@@ -59,43 +46,19 @@ class SemanticMapper:
     decoded image and label map of each file, so a small dataset is decoded once per process.
     """
 
-    decode_cache = None
-
-    @configurable
-    def __init__(self, is_train: bool = True, *, augmentations: List, metadata, image_format: str = "RGB",
-                 size_divisibility: int = -1):
-        """
-        Args:
-            is_train: skip unreadable samples (True) or raise (False).
-            augmentations: list of :class:`~skinformer.data.transforms.Augmentation`.
-            metadata: one dataset's metadata (``Metadata`` or dict with ``classes``, ``ignore_label``,
-                ``mask_encoding``, background rule; see :class:`~skinformer.structures.LabelSpace`), or ``{dataset_name: metadata}`` picked by
-                the dict's ``dataset_name`` (set by ``get_dataset_dicts``).
-            image_format: "RGB" or "BGR".
-            size_divisibility: pad to a multiple of this (<= 0: no padding).
-        """
-        self.is_train = is_train
-        self.augmentations = AugmentationList(augmentations)
-        self.metadata = metadata_table(metadata, "SemanticMapper")
-        self.image_format = image_format
-        self.size_divisibility = size_divisibility
-        mode = "training" if is_train else "inference"
-        logger.info(f"[SemanticMapper] augmentations used in {mode}: {self.augmentations}")
-
     @classmethod
     def from_config(cls, cfg, is_train: bool = True):
-        """Keyword arguments from ``cfg`` (as :meth:`MultiLabelMapper.from_config`); raises ``ValueError``
+        """Keyword arguments from ``cfg`` (:meth:`AnnotatedMapper.from_config`); raises ``ValueError``
         if a dataset's ``ignore_label`` differs from ``MODEL.SEM_SEG_HEAD.IGNORE_VALUE``."""
-        names = list(cfg.DATASETS.TRAIN if is_train else cfg.DATASETS.TEST)
-        metadata = dataset_metadata_table(names)
+        args = super().from_config(cfg, is_train)
         ignore = int(cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE)
-        for n, m in metadata.items():
+        for n, m in args["metadata"].items():
             if LabelSpace.from_metadata(m).ignore_label != ignore:
                 raise ValueError(
                     f"Dataset '{n}' has ignore_label {m.get('ignore_label')} but MODEL.SEM_SEG_HEAD.IGNORE_VALUE "
                     f"is {ignore}; they must be equal (the augmentations fill padding with IGNORE_VALUE)"
                 )
-        return mapper_arguments(cfg, is_train, build_augmentation(cfg, is_train), metadata)
+        return args
 
     def __call__(self, dataset_dict: Dict) -> Optional[Dict]:
         dataset_dict = copy.deepcopy(dataset_dict)
