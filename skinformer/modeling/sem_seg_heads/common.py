@@ -1,10 +1,12 @@
 """Small building blocks shared by the per-pixel heads."""
+from typing import Any, Dict
+
 import torch.nn as nn
 import torch.nn.functional as F
 
 from skinformer.layers import Conv2d, get_norm
 
-__all__ = ["conv_norm_act", "init_predictor", "resize_to"]
+__all__ = ["conv_norm_act", "init_predictor", "resize_to", "head_arguments"]
 
 
 def conv_norm_act(in_channels: int, out_channels: int, kernel_size: int = 3, *, norm: str = "GN",
@@ -35,3 +37,12 @@ def resize_to(x, ref):
     if x.shape[-2:] == ref.shape[-2:]:
         return x
     return F.interpolate(x, size=ref.shape[-2:], mode="bilinear", align_corners=False)
+
+
+def head_arguments(cfg, input_shape: Dict, **extra) -> Dict[str, Any]:
+    """The ``from_config`` keyword arguments every per-pixel head takes from ``cfg.MODEL.SEM_SEG_HEAD``:
+    the ``IN_FEATURES`` of ``input_shape``, ``NUM_CLASSES + 1`` outputs (the last is "no class") and
+    ``NORM``; ``extra`` adds the head's own."""
+    h = cfg.MODEL.SEM_SEG_HEAD
+    return {"input_shape": {k: v for k, v in input_shape.items() if k in h.IN_FEATURES},
+            "num_classes": h.NUM_CLASSES + 1, "norm": h.NORM, **extra}

@@ -8,7 +8,7 @@ from skinformer.config import configurable
 from skinformer.layers import ShapeSpec
 
 from .build import SEM_SEG_HEAD_REGISTRY
-from .common import conv_norm_act, init_predictor, resize_to
+from .common import conv_norm_act, head_arguments, init_predictor, resize_to
 
 __all__ = ["SegFormerHead"]
 
@@ -45,13 +45,7 @@ class SegFormerHead(nn.Module):
     def from_config(cls, cfg, input_shape: Dict[str, ShapeSpec]):
         """Keyword arguments from ``cfg.MODEL.SEM_SEG_HEAD`` (``NUM_CLASSES + 1`` outputs)."""
         h = cfg.MODEL.SEM_SEG_HEAD
-        return {
-            "input_shape": {k: v for k, v in input_shape.items() if k in h.IN_FEATURES},
-            "num_classes": h.NUM_CLASSES + 1,
-            "embed_dim": h.CONVS_DIM,
-            "dropout": h.DROPOUT,
-            "norm": h.NORM,
-        }
+        return head_arguments(cfg, input_shape, embed_dim=h.CONVS_DIM, dropout=h.DROPOUT)
 
     def forward(self, features: Dict[str, torch.Tensor]) -> torch.Tensor:
         """Backbone features -> ``B×num_classes×H/s×W/s`` logits at the finest input stride ``s``."""

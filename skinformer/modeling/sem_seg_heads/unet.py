@@ -10,7 +10,7 @@ from skinformer.config import configurable
 from skinformer.layers import ShapeSpec
 
 from .build import SEM_SEG_HEAD_REGISTRY
-from .common import conv_norm_act, init_predictor
+from .common import conv_norm_act, head_arguments, init_predictor
 
 __all__ = ["AttentionGate", "ConvBlock", "DilatedBranches", "UNetHead"]
 
@@ -176,20 +176,11 @@ class UNetHead(nn.Module):
     def from_config(cls, cfg, input_shape: Dict[str, ShapeSpec]):
         """Keyword arguments from ``cfg.MODEL.SEM_SEG_HEAD`` (``NUM_CLASSES + 1`` outputs)."""
         h = cfg.MODEL.SEM_SEG_HEAD
-        return {
-            "input_shape": {k: v for k, v in input_shape.items() if k in h.IN_FEATURES},
-            "num_classes": h.NUM_CLASSES + 1,
-            "decoder_channels": list(h.UNET_DECODER_CHANNELS),
-            "common_stride": h.COMMON_STRIDE,
-            "norm": h.NORM,
-            "attention_gates": h.UNET_ATTENTION_GATES,
-            "residual": h.UNET_RESIDUAL,
-            "upsample": h.UNET_UPSAMPLE,
-            "dropout": h.UNET_DROPOUT,
-            "branch_feature": h.UNET_DILATED_BRANCHES.FEATURE,
-            "branch_dilations": list(h.UNET_DILATED_BRANCHES.DILATIONS),
-            "branch_channels": h.UNET_DILATED_BRANCHES.CHANNELS,
-        }
+        return head_arguments(
+            cfg, input_shape, decoder_channels=list(h.UNET_DECODER_CHANNELS), common_stride=h.COMMON_STRIDE,
+            attention_gates=h.UNET_ATTENTION_GATES, residual=h.UNET_RESIDUAL, upsample=h.UNET_UPSAMPLE,
+            dropout=h.UNET_DROPOUT, branch_feature=h.UNET_DILATED_BRANCHES.FEATURE,
+            branch_dilations=list(h.UNET_DILATED_BRANCHES.DILATIONS), branch_channels=h.UNET_DILATED_BRANCHES.CHANNELS)
 
     def forward(self, features: Dict[str, torch.Tensor]) -> torch.Tensor:
         """Backbone features -> ``B×num_classes×H/common_stride×W/common_stride`` logits."""
