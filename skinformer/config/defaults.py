@@ -412,8 +412,11 @@ _C.TEST.SLIDING_WINDOW.ORIGINAL_RESOLUTION = False
 # flipped horizontally (FLIP) and / or vertically (VFLIP), and the score maps are averaged.
 _C.TEST.AUG = CN()
 _C.TEST.AUG.ENABLED = False
-_C.TEST.AUG.MIN_SIZES = (256,)
-_C.TEST.AUG.MAX_SIZE = 1024
+# Shorter-edge sizes of the scales; () = the model's own test scale, INPUT.MIN_SIZE_TEST with
+# INPUT.MAX_SIZE_TEST (the shorter side of INPUT.FIXED_SIZE when set), i.e. flips only: a scale the
+# model was not trained at can cost more than the averaging gains.
+_C.TEST.AUG.MIN_SIZES = ()
+_C.TEST.AUG.MAX_SIZE = 1024  # longest edge at the MIN_SIZES scales
 _C.TEST.AUG.FLIP = True
 _C.TEST.AUG.VFLIP = False
 # Also compute per-class ROC-AUC from probability maps (semantic evaluators).

@@ -85,10 +85,16 @@ class SegmentorWithTTA(nn.Module):
 
     @classmethod
     def from_config(cls, cfg, model):
-        """Keyword arguments from ``cfg.TEST.AUG`` around ``model``."""
-        aug = cfg.TEST.AUG
-        return {"model": model, "min_sizes": aug.MIN_SIZES, "max_size": aug.MAX_SIZE, "hflip": aug.FLIP,
-                "vflip": aug.VFLIP, "fixed_size": fixed_size(cfg)}
+        """Keyword arguments from ``cfg.TEST.AUG`` around ``model``; empty ``MIN_SIZES`` is the plain
+        test scale (``INPUT.MIN_SIZE_TEST`` / ``MAX_SIZE_TEST``, or the shorter side of ``INPUT.FIXED_SIZE``)."""
+        aug, fixed = cfg.TEST.AUG, fixed_size(cfg)
+        if aug.MIN_SIZES:
+            min_sizes, max_size = aug.MIN_SIZES, aug.MAX_SIZE
+        else:
+            min_sizes = (min(fixed),) if fixed else (cfg.INPUT.MIN_SIZE_TEST,)
+            max_size = cfg.INPUT.MAX_SIZE_TEST
+        return {"model": model, "min_sizes": min_sizes, "max_size": max_size, "hflip": aug.FLIP,
+                "vflip": aug.VFLIP, "fixed_size": fixed}
 
     @property
     def num_augmentations(self) -> int:
@@ -118,8 +124,9 @@ class SegmentorWithTTA(nn.Module):
 
     def forward(self, batched_inputs: List[Dict]) -> List[Dict]:
         """Per image, the wrapped model's output with ``sem_seg`` averaged over all scales and flips
-        (instances from the first one). Raises ``RuntimeError`` in training mode."""
-        if self.training:
+        (instances from the first one). Raises ``RuntimeError`` when the wrapped model is in training
+        mode (its mode, not the wrapper's, decides: callers put the model they hold in eval mode)."""
+        if self.model.training:
             raise RuntimeError("SegmentorWithTTA is for inference; train the wrapped model itself")
         return [self._inference_one(x) for x in batched_inputs]
 

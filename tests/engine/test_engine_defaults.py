@@ -204,6 +204,24 @@ def tiny_lesion(tmp_path_factory):
     return prefix
 
 
+def test_visualize_with_test_time_augmentation(tmp_path, tiny_lesion):
+    """Overlays through the TTA wrapper of a model that is in training mode (eval-only runs and the
+    periodic overlays during training both hand one over)."""
+    cfg = get_cfg()
+    cfg.MODEL.META_ARCHITECTURE = "_EngineToySeg"
+    cfg.DATASETS.TEST = (f"{tiny_lesion}_val",)
+    cfg.DATALOADER.NUM_WORKERS = 0
+    cfg.OUTPUT_DIR = str(tmp_path)
+    cfg.TEST.NUM_VIS = 2
+    cfg.TEST.AUG.ENABLED = True
+    cfg.TEST.AUG.MIN_SIZES = (32, 48)
+    model = DefaultTrainer.build_model(cfg)
+    assert model.training
+    paths = DefaultTrainer.visualize(cfg, model)
+    assert len(paths) == 2 and all(os.path.isfile(p) for p in paths)
+    assert model.training  # mode restored
+
+
 def test_visualize_writes_overlays(tmp_path, tiny_lesion):
     import cv2
 

@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 import torch
 import torch.nn as nn
 
@@ -123,3 +124,25 @@ def test_tta_squashes_to_the_fixed_size_of_a_squash_trained_model():
     # a non-square fixed size keeps its own aspect ratio at every scale
     tta = SegmentorWithTTA(model, min_sizes=(16,), max_size=1000, fixed_size=(32, 64))
     assert tta.output_shape(40, 60, 16) == (16, 32) and tta.output_shape(900, 100, 16) == (16, 32)
+
+
+def test_the_wrapped_models_mode_decides_whether_tta_runs():
+    model = _AsymmetricModel()  # training mode, as a trainer holds it
+    tta = SegmentorWithTTA(model, min_sizes=(20,), max_size=1000, hflip=False)
+    with pytest.raises(RuntimeError, match="is for inference"):
+        tta([{"image": _image(), "height": 40, "width": 60}])
+    model.eval()  # what inference_context(model) does; the wrapper's own flag is not consulted
+    assert tta([{"image": _image(), "height": 40, "width": 60}])[0]["sem_seg"].shape == (1, 40, 60)
+
+
+def test_default_scale_is_the_models_own_test_scale():
+    cfg = get_cfg()
+    cfg.TEST.AUG.ENABLED = True
+    cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST = 160, 384
+    tta = build_inference_model(cfg, _AsymmetricModel().eval())
+    assert tta.min_sizes == (160,) and tta.max_size == 384 and tta.num_augmentations == 2  # flips only
+    cfg.INPUT.FIXED_SIZE = (256, 320)
+    assert build_inference_model(cfg, _AsymmetricModel().eval()).min_sizes == (256,)
+    cfg.TEST.AUG.MIN_SIZES, cfg.TEST.AUG.MAX_SIZE = (128, 192), 999
+    tta = build_inference_model(cfg, _AsymmetricModel().eval())
+    assert tta.min_sizes == (128, 192) and tta.max_size == 999
