@@ -84,8 +84,9 @@ def main(argv=None):
         sys.exit("nothing to run")
     settings = BenchmarkSettings(
         budget_s=args.budget_min * 60, output_dir=args.output_dir, train_dataset=args.train_dataset,
-        val_dataset=args.val_dataset, orig_masks_dataset=args.orig_masks_dataset, fullres_dataset=args.fullres_dataset, size=args.size,
-        batch_size=args.batch_size, threads=args.threads, seed=args.seed, weights_package=args.smp_weights_package)
+        val_dataset=args.val_dataset, orig_masks_dataset=args.orig_masks_dataset,
+        fullres_dataset=args.fullres_dataset, size=args.size, batch_size=args.batch_size, threads=args.threads,
+        seed=args.seed, weights_package=args.smp_weights_package)
     results = run_benchmark(jobs, settings)
     table = format_table(results)
     print(f"\nBudget {args.budget_min:g} min per job, {args.threads} thread(s) each, all started together; "

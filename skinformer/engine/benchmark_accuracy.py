@@ -126,11 +126,21 @@ def score_dataset(predict: Callable[[Dict], torch.Tensor], dataset_name: str) ->
 
 
 def _score_all(predict, settings: BenchmarkSettings) -> Dict[str, Dict[str, float]]:
+    # val and val@orig share their images: predict each image once, the evaluator resizes
+    # the same scores to each ground truth's size
+    cache: Dict[tuple, torch.Tensor] = {}
+
+    def predict_once(d):
+        key = (d["file_name"], int(d["height"]), int(d["width"]))
+        if key not in cache:
+            cache[key] = predict(d)
+        return cache[key]
+
     out = {}
     for key, name in (("val", settings.val_dataset), ("val_orig", settings.orig_masks_dataset),
                       ("fullres", settings.fullres_dataset)):
         if name:
-            res = score_dataset(predict, name)
+            res = score_dataset(predict_once, name)
             out[key] = {m: float(res[m]) for m in METRICS}
     return out
 

@@ -52,6 +52,24 @@ def test_score_dataset_perfect_and_empty_predictions():
     assert empty["jaccard"] == pytest.approx(0.0) and len(get_dataset_dicts("synthetic_lesion_val")) > 0
 
 
+def test_splits_sharing_images_predict_each_image_once(tmp_path):
+    from skinformer.data.build import get_dataset_dicts
+    from skinformer.engine.benchmark_accuracy import _score_all
+
+    calls = []
+
+    def predict(d):
+        calls.append(d["file_name"])
+        return torch.zeros(1, d["height"], d["width"])
+
+    settings = BenchmarkSettings(
+        budget_s=1.0, output_dir=str(tmp_path), val_dataset="synthetic_lesion_val",
+        orig_masks_dataset="synthetic_lesion_val", fullres_dataset="")
+    scores = _score_all(predict, settings)
+    assert set(scores) == {"val", "val_orig"} and scores["val"] == scores["val_orig"]
+    assert sorted(calls) == sorted(d["file_name"] for d in get_dataset_dicts("synthetic_lesion_val"))
+
+
 def test_skinformer_job_in_process(tmp_path):
     """The job entry point trains for the budget, saves the model, scores val, writes its JSON."""
     job = AccuracyJob("tiny", "skinformer", QUICK, TINY)
