@@ -19,6 +19,11 @@ _C.MODEL.DEVICE = "cpu"
 # Keep conv weights (and so activations) in channels-last (NHWC) layout: same results, faster
 # convolutions on CPU (oneDNN) and on tensor-core GPUs.
 _C.MODEL.CHANNELS_LAST = False
+# Kernel of the nn.Linear layers on CPU: "blas" (PyTorch's default, an MKL SGEMM), "onednn" (the
+# same product as a 1x1 convolution through oneDNN: about 2x faster where MKL does not take its
+# fast paths, i.e. on non-Intel CPUs; same results to float32 round-off) or "auto" (oneDNN on
+# non-Intel CPUs, BLAS otherwise). CUDA, other dtypes and ONNX export always use F.linear.
+_C.MODEL.CPU_LINEAR_KERNEL = "auto"
 # Path (or URL) of weights to initialise the whole model from. Empty = none.
 _C.MODEL.WEIGHTS = ""
 # Checkpoints whose weights do not fit the model (missing keys, other shapes) are an error for

@@ -51,10 +51,12 @@ def _batch():
     ]
 
 
-def compute(name):
-    """Losses, gradient norms per top-level module and eval-output statistics of one case."""
+def compute(name, linear_kernel="blas"):
+    """Losses, gradient norms per top-level module and eval-output statistics of one case, with the
+    linear layers on ``linear_kernel`` (``MODEL.CPU_LINEAR_KERNEL``)."""
     arch, kwargs, overrides = CASES[name]
     cfg = tiny_cfg(arch, **kwargs)
+    cfg.MODEL.CPU_LINEAR_KERNEL = linear_kernel
     node = cfg.MODEL.SIMASKFORMER if arch == "SiMaskFormer" else cfg.MODEL.MASK_FORMER
     for k, v in overrides.items():
         node[k] = v
@@ -91,9 +93,14 @@ def pinned():
         return json.load(f)
 
 
+# Both CPU kernels of the linear layers compute the pinned values (the pins were made with BLAS).
+KERNELS = ["blas"] + (["onednn"] if torch.backends.mkldnn.is_available() else [])
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_losses_gradients_and_outputs_are_pinned(name, pinned):
-    got = compute(name)
+def test_losses_gradients_and_outputs_are_pinned(name, kernel, pinned):
+    got = compute(name, kernel)
     want = pinned[name]
     for group in ("losses", "grad_norms", "outputs"):
         assert sorted(got[group]) == sorted(want[group]), f"{name}: {group} keys changed"

@@ -1,3 +1,5 @@
+import logging
+
 import torch
 
 from skinformer.utils.env import resolve_device
@@ -20,10 +22,12 @@ The name is read from ``cfg.MODEL.META_ARCHITECTURE``.
 def build_model(cfg) -> torch.nn.Module:
     """Build the whole model named by ``cfg.MODEL.META_ARCHITECTURE`` on ``cfg.MODEL.DEVICE``,
     with ``MODEL.INIT`` applied to its new (non-backbone) layers, its 4-d weights in channels-last
-    layout when ``MODEL.CHANNELS_LAST``."""
+    layout when ``MODEL.CHANNELS_LAST``, its linear layers on the CPU kernel that
+    ``MODEL.CPU_LINEAR_KERNEL`` names."""
     # Importing the package registers every built-in architecture.
     import skinformer.modeling  # noqa: F401
 
+    from skinformer.layers import resolve_cpu_linear_kernel, set_cpu_linear_kernel
     from skinformer.modeling.weight_init import init_from_config
 
     model = META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE, config_key="MODEL.META_ARCHITECTURE")(cfg)
@@ -32,4 +36,8 @@ def build_model(cfg) -> torch.nn.Module:
     if cfg.MODEL.CHANNELS_LAST:
         # NHWC convolutions: about 0.7x the CPU time of a DeepLabV3+ Lite0 training step (1 thread)
         model.to(memory_format=torch.channels_last)
+    kernel = resolve_cpu_linear_kernel(cfg.MODEL.CPU_LINEAR_KERNEL)
+    if kernel != "blas" and set_cpu_linear_kernel(model, kernel):
+        logging.getLogger(__name__).info(
+            "Linear layers on CPU run through oneDNN (MODEL.CPU_LINEAR_KERNEL %s)", cfg.MODEL.CPU_LINEAR_KERNEL)
     return model

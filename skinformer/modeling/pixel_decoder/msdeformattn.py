@@ -49,13 +49,10 @@ def _reset_msdeform_attn(module: nn.Module) -> None:
             return
 
 
-def _relu_(x: torch.Tensor) -> torch.Tensor:
-    # In place: the FFN's first linear does not need its output for its backward, and a CPU step
-    # spends more on allocating and touching fresh S×d_ffn buffers than on the ReLU itself.
-    return F.relu(x, inplace=True)
-
-
-_ACTIVATIONS = {"relu": _relu_, "gelu": F.gelu}
+# Out of place: linear1's output is a view (of its 2-D product for a 3-D input, of the convolution
+# output with MODEL.CPU_LINEAR_KERNEL onednn), and an in-place op on a view makes autograd rebuild
+# the whole S×d_ffn base in backward (a zero fill and two copies per layer).
+_ACTIVATIONS = {"relu": F.relu, "gelu": F.gelu}
 
 
 class MSDeformAttnTransformerEncoderLayer(nn.Module):

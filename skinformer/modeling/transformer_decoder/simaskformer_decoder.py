@@ -105,7 +105,8 @@ class SiMaskFormerDecoderLayer(nn.Module):
         tgt2 = self.cross_attn(tgt + query_pos, memory, spatial_shapes, level_start_index, pred_boxes, mask_boxes,
                                mask)
         tgt = self.norm1(tgt + self.dropout1(tgt2))
-        tgt2 = self.linear2(self.dropout3(F.relu(self.linear1(tgt), inplace=True)))
+        # out of place: an in-place ReLU on linear1's output (a view) costs a copy of it in backward
+        tgt2 = self.linear2(self.dropout3(F.relu(self.linear1(tgt))))
         return self.norm3(tgt + self.dropout4(tgt2))
 
 
