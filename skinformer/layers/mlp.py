@@ -5,7 +5,19 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["MLP"]
+__all__ = ["MLP", "ffn_relu"]
+
+
+def ffn_relu(x: torch.Tensor) -> torch.Tensor:
+    """ReLU of a transformer FFN's hidden activations (shape kept).
+
+    Out of place while autograd records: the first linear's output is a view (of its 2-D product
+    for a 3-D input, of the convolution output with ``MODEL.CPU_LINEAR_KERNEL onednn``), and an
+    in-place op on a view makes autograd rebuild the whole base in backward (a zero fill and two
+    copies of the ``N×d_ffn`` activations per layer). In place without autograd (inference),
+    where it spares allocating and writing a second ``N×d_ffn`` buffer.
+    """
+    return F.relu(x, inplace=not torch.is_grad_enabled())
 
 
 class MLP(nn.Module):

@@ -118,3 +118,40 @@ def test_build_model_puts_the_linears_on_the_configured_kernel(kernel, cls):
 
 def test_default_is_auto():
     assert get_cfg().MODEL.CPU_LINEAR_KERNEL == "auto"
+
+
+@pytest.mark.parametrize("kernel", ["blas"] + (["onednn"] if torch.backends.mkldnn.is_available() else []))
+@pytest.mark.parametrize("grad", [False, True])
+@pytest.mark.parametrize("with_add", [False, True])
+def test_mask_product_is_the_einsum(kernel, grad, with_add, monkeypatch):
+    g = torch.Generator().manual_seed(0)
+    embed, features = torch.randn(3, 5, 8, generator=g), torch.randn(3, 8, 6, 7, generator=g)
+    add = torch.randn(3, 5, 6, 7, generator=g) if with_add else None
+    want = torch.einsum("bqc,bchw->bqhw", embed, features) + (add if with_add else 0)
+    convs = []
+    real_conv = F.conv2d
+    monkeypatch.setattr(linear_mod.F, "conv2d", lambda *a, **k: convs.append(1) or real_conv(*a, **k))
+    with torch.set_grad_enabled(grad):
+        got = linear_mod.mask_product(embed, features, kernel, add=add)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    # the convolution only without autograd (its backward is not faster than the GEMM's)
+    assert len(convs) == (3 if kernel == "onednn" and not grad else 0)
+
+
+@needs_onednn
+def test_set_kernel_reaches_the_mask_products_of_the_decoder():
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "modeling"))
+    from mask_former_toy import tiny_cfg
+
+    from skinformer.modeling import build_model
+
+    for arch in ("SiMaskFormer", "MaskFormer"):
+        cfg = tiny_cfg(arch, num_classes=2)
+        cfg.MODEL.CPU_LINEAR_KERNEL = "onednn"
+        model = build_model(cfg)
+        decoders = [m for m in model.modules() if hasattr(m, "cpu_linear_kernel")]
+        assert [type(m).__name__ for m in decoders] == [
+            "SiMaskFormerDecoder" if arch == "SiMaskFormer" else "MultiScaleMaskedTransformerDecoder"]
+        assert decoders[0].cpu_linear_kernel == "onednn"
+        set_cpu_linear_kernel(model, "blas")
+        assert all(getattr(m, "cpu_linear_kernel", "blas") == "blas" for m in model.modules())

@@ -22,7 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from skinformer.config import configurable
-from skinformer.layers import Conv2d, PositionEmbeddingSine, ShapeSpec, c2_xavier_fill, get_norm
+from skinformer.layers import Conv2d, PositionEmbeddingSine, ShapeSpec, c2_xavier_fill, ffn_relu, get_norm
 
 from .build import PIXEL_DECODER_REGISTRY
 from .fpn import FPNFusion, _select_features
@@ -49,10 +49,7 @@ def _reset_msdeform_attn(module: nn.Module) -> None:
             return
 
 
-# Out of place: linear1's output is a view (of its 2-D product for a 3-D input, of the convolution
-# output with MODEL.CPU_LINEAR_KERNEL onednn), and an in-place op on a view makes autograd rebuild
-# the whole S×d_ffn base in backward (a zero fill and two copies per layer).
-_ACTIVATIONS = {"relu": F.relu, "gelu": F.gelu}
+_ACTIVATIONS = {"relu": ffn_relu, "gelu": F.gelu}
 
 
 class MSDeformAttnTransformerEncoderLayer(nn.Module):

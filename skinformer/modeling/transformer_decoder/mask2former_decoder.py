@@ -12,7 +12,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from skinformer.config import configurable
-from skinformer.layers import MLP, Conv2d, PositionEmbeddingSine, c2_xavier_fill
+from skinformer.layers import MLP, Conv2d, PositionEmbeddingSine, c2_xavier_fill, mask_product
 
 from .build import TRANSFORMER_DECODER_REGISTRY
 from .utils import CrossAttentionLayer, FFNLayer, SelfAttentionLayer, aux_outputs_list
@@ -36,6 +36,9 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
         enforce_input_project: 1×1 conv on the features even when ``in_channels == hidden_dim``.
         num_feature_levels: levels used round-robin (the first ones of ``multi_scale_features``).
     """
+
+    # Kernel of the mask products on CPU (set with the linear layers', MODEL.CPU_LINEAR_KERNEL).
+    cpu_linear_kernel = "blas"
 
     @configurable
     def __init__(self, in_channels: int, mask_classification: bool = True, *, num_classes: int,
@@ -170,7 +173,7 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
         decoder_output = self.decoder_norm(output)
         outputs_class = self.class_embed(decoder_output) if self.mask_classification else None
         mask_embed = self.mask_embed(decoder_output)
-        outputs_mask = torch.einsum("bqc,bchw->bqhw", mask_embed, mask_features)
+        outputs_mask = mask_product(mask_embed, mask_features, self.cpu_linear_kernel)
         attn_mask = F.interpolate(outputs_mask, size=attn_mask_target_size, mode="bilinear", align_corners=False)
         attn_mask = (attn_mask.sigmoid().flatten(2).unsqueeze(1).repeat(1, self.num_heads, 1, 1).flatten(0, 1) < 0.5)
         return outputs_class, outputs_mask, attn_mask.detach()

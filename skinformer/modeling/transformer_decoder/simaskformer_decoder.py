@@ -42,10 +42,9 @@ from typing import Dict, List, Optional, Sequence
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from skinformer.config import configurable
-from skinformer.layers import MLP, gen_sineembed_for_position
+from skinformer.layers import MLP, ffn_relu, gen_sineembed_for_position, mask_product
 
 from .build import TRANSFORMER_DECODER_REGISTRY
 from .denoising import DENOISERS, DenoisingQueries, split_dn_outputs
@@ -105,8 +104,7 @@ class SiMaskFormerDecoderLayer(nn.Module):
         tgt2 = self.cross_attn(tgt + query_pos, memory, spatial_shapes, level_start_index, pred_boxes, mask_boxes,
                                mask)
         tgt = self.norm1(tgt + self.dropout1(tgt2))
-        # out of place: an in-place ReLU on linear1's output (a view) costs a copy of it in backward
-        tgt2 = self.linear2(self.dropout3(F.relu(self.linear1(tgt))))
+        tgt2 = self.linear2(self.dropout3(ffn_relu(self.linear1(tgt))))
         return self.norm3(tgt + self.dropout4(tgt2))
 
 
@@ -140,6 +138,9 @@ class SiMaskFormerDecoder(nn.Module):
         with active DN, ``dn_outputs = {"outputs": {..., "aux_outputs": [...]}, "num_groups": G,
         "single_pad": m, "pad_size": G·m}`` (DN query g·m + i = noised GT i of its image).
     """
+
+    # Kernel of the mask products on CPU (set with the linear layers', MODEL.CPU_LINEAR_KERNEL).
+    cpu_linear_kernel = "blas"
 
     @configurable
     def __init__(
@@ -352,7 +353,7 @@ class SiMaskFormerDecoder(nn.Module):
         tgt_undetach = output_memory.gather(1, index[..., None].expand(-1, -1, dim))
         interm_class = self.intern_class_embed(tgt_undetach)
         interm_box = self.intern_box_embed(tgt_undetach) + proposals[index]
-        interm_mask = torch.einsum("bqc,bchw->bqhw", self.intern_mask_embed(tgt_undetach), mask_features)
+        interm_mask = mask_product(self.intern_mask_embed(tgt_undetach), mask_features, self.cpu_linear_kernel)
         interm = {"pred_logits": interm_class, "pred_masks": interm_mask, "pred_boxes": interm_box.sigmoid()}
         proposal_cost = costs.gather(1, index) if costs is not None else None
 
@@ -368,7 +369,7 @@ class SiMaskFormerDecoder(nn.Module):
     def _learned_queries(self, bsz, mask_features):
         tgt = self.query_feat.weight[None].expand(bsz, -1, -1)
         refbox = self.query_box.weight[None].expand(bsz, -1, -1)
-        refmask = torch.einsum("bqc,bchw->bqhw", self.mask_embed(self.decoder_norm(tgt)), mask_features)
+        refmask = mask_product(self.mask_embed(self.decoder_norm(tgt)), mask_features, self.cpu_linear_kernel)
         return tgt, refbox, refmask
 
     def decode(self, tgt: torch.Tensor, refbox: torch.Tensor, refmask: torch.Tensor, memory: torch.Tensor,
@@ -423,18 +424,18 @@ class SiMaskFormerDecoder(nn.Module):
             mask_emb = self.mask_embed(hs)
             if self.amr:
                 if torch.is_grad_enabled() or self.emit_mask_two_deltas:
-                    delta_mask = torch.einsum("bqc,bchw->bqhw", mask_emb, mask_features)
+                    delta_mask = mask_product(mask_emb, mask_features, self.cpu_linear_kernel)
                     new_mask = mask_ref + delta_mask
                     # The original implementation (D1) emits R + 2Δm; corrected: R + Δm, through the undetached
                     # previous reference (look forward twice, like the boxes).
                     out_mask = new_mask + delta_mask if self.emit_mask_two_deltas else mask_prev + delta_mask
                 else:
-                    # Inference: R + Δm in one GEMM (same value as above, no gradient paths to keep).
-                    new_mask = torch.baddbmm(mask_ref.flatten(2), mask_emb, mask_features.flatten(2)).view_as(mask_ref)
+                    # Inference: R + Δm in one product (same value as above, no gradient paths to keep).
+                    new_mask = mask_product(mask_emb, mask_features, self.cpu_linear_kernel, add=mask_ref)
                     out_mask = new_mask
                 mask_prev, mask_ref = new_mask, new_mask.detach()
             else:
-                out_mask = torch.einsum("bqc,bchw->bqhw", mask_emb, mask_features)
+                out_mask = mask_product(mask_emb, mask_features, self.cpu_linear_kernel)
             predictions.append({"pred_logits": self.class_embed(hs), "pred_masks": out_mask, "pred_boxes": out_box})
         return predictions
 
