@@ -73,7 +73,9 @@ def mask_product(embed: torch.Tensor, features: torch.Tensor, kernel: str = "bla
 
 
 def _exporting() -> bool:
-    return torch.jit.is_tracing() or torch.jit.is_scripting() or torch.onnx.is_in_onnx_export()
+    # exported graphs keep the portable linear op (the 1×1 convolution is a CPU kernel choice)
+    return (torch.jit.is_tracing() or torch.jit.is_scripting() or torch.onnx.is_in_onnx_export()
+            or torch.compiler.is_compiling())
 
 
 class OneDNNLinear(nn.Linear):

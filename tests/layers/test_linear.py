@@ -78,6 +78,9 @@ def test_onednn_layer_falls_back_to_f_linear_off_the_fast_path(monkeypatch):
     traced = torch.jit.trace(OneDNNLinear.from_linear(nn.Linear(4, 3)), torch.randn(2, 4), check_trace=False)
     assert calls == [1]
     assert "aten::linear" in str(traced.graph) and "conv" not in str(traced.graph)
+    exported = torch.export.export(OneDNNLinear.from_linear(nn.Linear(4, 3)), (torch.randn(2, 4),))
+    ops = [str(n.target) for n in exported.graph.nodes if n.op == "call_function"]
+    assert ops == ["aten.linear.default"] and calls == [1]
 
 
 def test_auto_follows_the_cpu_vendor(monkeypatch):
