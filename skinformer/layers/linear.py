@@ -13,7 +13,6 @@ ONNX export and tracing) takes ``F.linear``.
 ``"auto"`` picks oneDNN on CPUs whose vendor is not Intel, BLAS (``F.linear``) otherwise.
 """
 import functools
-import logging
 from typing import Optional
 
 import torch
@@ -24,8 +23,6 @@ __all__ = ["CPU_LINEAR_KERNELS", "OneDNNLinear", "mask_product", "onednn_linear"
            "set_cpu_linear_kernel"]
 
 CPU_LINEAR_KERNELS = ("auto", "blas", "onednn")
-
-logger = logging.getLogger(__name__)
 
 
 def onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias=None) -> torch.Tensor:
@@ -60,8 +57,7 @@ def mask_product(embed: torch.Tensor, features: torch.Tensor, kernel: str = "bla
     Returns:
         ``B×Q×H×W``.
     """
-    if (kernel == "onednn" and not torch.is_grad_enabled() and not _exporting() and features.device.type == "cpu"
-            and features.dtype == torch.float32 and embed.dtype == torch.float32):
+    if kernel == "onednn" and not torch.is_grad_enabled() and _onednn_applies(features, embed):
         # contiguous: channels-last features give channels-last masks, which every later reshape copies
         out = torch.cat([F.conv2d(features[b:b + 1], embed[b, :, :, None, None]) for b in range(embed.shape[0])])
         out = out.contiguous()
@@ -72,10 +68,13 @@ def mask_product(embed: torch.Tensor, features: torch.Tensor, kernel: str = "bla
     return torch.baddbmm(add.reshape(b, -1, h * w), embed, features.reshape(b, c, h * w)).view(b, -1, h, w)
 
 
-def _exporting() -> bool:
-    # exported graphs keep the portable linear op (the 1×1 convolution is a CPU kernel choice)
-    return (torch.jit.is_tracing() or torch.jit.is_scripting() or torch.onnx.is_in_onnx_export()
-            or torch.compiler.is_compiling())
+def _onednn_applies(*tensors: torch.Tensor) -> bool:
+    """Whether the oneDNN form is used for these operands: CPU float32, and not while exporting
+    (exported graphs keep the portable op; the 1×1 convolution is a CPU kernel choice)."""
+    if (torch.jit.is_tracing() or torch.jit.is_scripting() or torch.onnx.is_in_onnx_export()
+            or torch.compiler.is_compiling()):
+        return False
+    return all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors)
 
 
 class OneDNNLinear(nn.Linear):
@@ -87,8 +86,7 @@ class OneDNNLinear(nn.Linear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x @ W^T + b``: ``...×in_features -> ...×out_features``."""
-        if (not _exporting() and x.device.type == "cpu" and x.dtype == torch.float32
-                and self.weight.dtype == torch.float32):
+        if _onednn_applies(x, self.weight):
             return onednn_linear(x, self.weight, self.bias)
         return F.linear(x, self.weight, self.bias)
 

@@ -43,6 +43,13 @@ def test_onednn_linear_takes_a_non_contiguous_input():
     torch.testing.assert_close(onednn_linear(x, w, b), F.linear(x, w, b), rtol=1e-5, atol=1e-5)
 
 
+def _tiny_cfg(arch):
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "modeling"))
+    from mask_former_toy import tiny_cfg
+
+    return tiny_cfg(arch, num_classes=2)
+
+
 def _net():
     torch.manual_seed(0)
     return nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Sequential(nn.Linear(16, 4)),
@@ -106,12 +113,9 @@ def test_unknown_kernel_names_the_key():
 @needs_onednn
 @pytest.mark.parametrize("kernel, cls", [("onednn", OneDNNLinear), ("blas", nn.Linear)])
 def test_build_model_puts_the_linears_on_the_configured_kernel(kernel, cls):
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "modeling"))
-    from mask_former_toy import tiny_cfg
-
     from skinformer.modeling import build_model
 
-    cfg = tiny_cfg("SiMaskFormer", num_classes=2)
+    cfg = _tiny_cfg("SiMaskFormer")
     cfg.MODEL.CPU_LINEAR_KERNEL = kernel
     model = build_model(cfg)
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)
@@ -143,13 +147,10 @@ def test_mask_product_is_the_einsum(kernel, grad, with_add, monkeypatch):
 
 @needs_onednn
 def test_set_kernel_reaches_the_mask_products_of_the_decoder():
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "modeling"))
-    from mask_former_toy import tiny_cfg
-
     from skinformer.modeling import build_model
 
     for arch in ("SiMaskFormer", "MaskFormer"):
-        cfg = tiny_cfg(arch, num_classes=2)
+        cfg = _tiny_cfg(arch)
         cfg.MODEL.CPU_LINEAR_KERNEL = "onednn"
         model = build_model(cfg)
         decoders = [m for m in model.modules() if hasattr(m, "cpu_linear_kernel")]
