@@ -3,6 +3,7 @@ from .conv import Conv2d
 from .norm import FrozenBatchNorm2d, LayerNorm2d, convert_frozen_batchnorm, get_norm
 from .shape_spec import ShapeSpec
 from .mlp import MLP, ffn_relu
+from .softplus import binary_cross_entropy_with_logits, softplus
 from .linear import (
     CPU_LINEAR_KERNELS, OneDNNLinear, mask_product, onednn_linear, resolve_cpu_linear_kernel, set_cpu_linear_kernel,
 )

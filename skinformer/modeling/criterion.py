@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from skinformer.structures import box_cxcywh_to_xyxy, generalized_box_iou
 from skinformer.utils import comm
 
-from .mask_losses import dice_loss, sigmoid_ce_loss, sigmoid_focal_loss
+from .mask_losses import sigmoid_ce_dice_loss, sigmoid_focal_loss
 from .matcher import HungarianMatcher, Indices
 from .point_sample import (
     calculate_uncertainty, get_uncertain_point_coords_with_randomness, point_sample, resize_target_masks,
@@ -271,12 +271,8 @@ class SetCriterion(nn.Module):
             grid_targets = self._grid_targets or _GridTargets(targets)
             resized = grid_targets.get(pred.shape[-2:], pred.device)
             labels = torch.cat([m[j.to(m.device)] for m, (_, j) in zip(resized, indices) if len(j)])
-            logits = src_masks.flatten(1)
-            labels = labels.flatten(1)
-            return {
-                "loss_mask": sigmoid_ce_loss(logits, labels, num_masks),
-                "loss_dice": dice_loss(logits, labels, num_masks),
-            }
+            loss_mask, loss_dice = sigmoid_ce_dice_loss(src_masks.flatten(1), labels.flatten(1), num_masks)
+            return {"loss_mask": loss_mask, "loss_dice": loss_dice}
         tgt_masks = _pad_masks([t["masks"] for t in targets])
         src_masks = src_masks[:, None]
         with torch.no_grad():
@@ -286,10 +282,8 @@ class SetCriterion(nn.Module):
             )
             point_labels = _sample_matched_targets(tgt_masks, indices, coords)
         point_logits = point_sample(src_masks, coords).squeeze(1)
-        return {
-            "loss_mask": sigmoid_ce_loss(point_logits, point_labels, num_masks),
-            "loss_dice": dice_loss(point_logits, point_labels, num_masks),
-        }
+        loss_mask, loss_dice = sigmoid_ce_dice_loss(point_logits, point_labels, num_masks)
+        return {"loss_mask": loss_mask, "loss_dice": loss_dice}
 
     def get_loss(self, loss: str, outputs, targets, indices: Indices, num_masks: float) -> Dict[str, torch.Tensor]:
         """Compute one loss group (``labels``, ``masks`` or ``boxes``) for the matched ``indices``."""

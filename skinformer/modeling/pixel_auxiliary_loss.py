@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .mask_losses import dice_loss, sigmoid_ce_loss
+from .mask_losses import sigmoid_ce_dice_loss
 
 __all__ = ["PixelAuxiliaryLoss"]
 
@@ -61,7 +61,5 @@ class PixelAuxiliaryLoss(nn.Module):
             target = self.class_targets(targets, logits.shape[-2:]).to(logits.dtype)
             flat_logits, flat_target = logits.flatten(0, 1), target.flatten(0, 1)
             n = float(flat_logits.shape[0])
-            loss = sigmoid_ce_loss(flat_logits.flatten(1), flat_target.flatten(1), n) + dice_loss(
-                flat_logits, flat_target, n
-            )
+            loss = sum(sigmoid_ce_dice_loss(flat_logits, flat_target, n))
         return {"loss_pixel_aux": loss * self.weight}

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torchvision.ops import sigmoid_focal_loss
 
 from skinformer.config import configurable
+from skinformer.layers.softplus import binary_cross_entropy_with_logits
 
 from .build import LOSS_REGISTRY
 from .targets import PreparedTargets, as_weight_tensor, prepare_targets, select_class_weights
@@ -81,7 +82,7 @@ def _common_from_config(cfg):
 def _ce_map(p: PreparedTargets) -> torch.Tensor:
     if p.activation == "softmax":
         return F.cross_entropy(p.logits.float(), p.labels, reduction="none")
-    return F.binary_cross_entropy_with_logits(p.logits.float(), p.onehot.float(), reduction="none")
+    return binary_cross_entropy_with_logits(p.logits.float(), p.onehot.float(), reduction="none")
 
 
 @LOSS_REGISTRY.register()
