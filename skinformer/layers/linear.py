@@ -10,6 +10,14 @@ state-dict keys) that computes ``x @ W^T + b`` that way on CPU float32 tensors; 
 the same to float32 round-off (another summation order). Everything else (CUDA, other dtypes,
 ONNX export and tracing) takes ``F.linear``.
 
+A stride-1 1×1 convolution is the same kind of product over pixels. PyTorch itself runs it through
+oneDNN only with several threads or a batch of 16 or more; single-threaded (one job per core, as
+side-by-side benchmarks run) it takes its im2col + GEMM path, an MKL SGEMM again. Under
+``"onednn"`` the 1×1 convolutions of the model (:class:`~skinformer.layers.Conv2d`, which plain
+``nn.Conv2d`` 1×1 layers become) and the convolutions here are issued with a dilation of 2, which
+sends them to oneDNN whatever the thread count: a 1×1 kernel has a single tap, so the dilation does
+not change what is computed.
+
 ``"auto"`` picks oneDNN on CPUs whose vendor is not Intel, BLAS (``F.linear``) otherwise.
 """
 import functools
@@ -19,10 +27,21 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["CPU_LINEAR_KERNELS", "OneDNNLinear", "mask_product", "onednn_linear", "resolve_cpu_linear_kernel",
-           "set_cpu_linear_kernel"]
+__all__ = ["CPU_LINEAR_KERNELS", "ONEDNN_1X1_DILATION", "OneDNNLinear", "is_pointwise_conv", "mask_product",
+           "onednn_linear", "onednn_applies", "onednn_takes_1x1", "resolve_cpu_linear_kernel", "set_cpu_linear_kernel"]
 
 CPU_LINEAR_KERNELS = ("auto", "blas", "onednn")
+# Any dilation routes a 1×1 convolution to oneDNN (see the module docstring); it has no effect on
+# a single-tap kernel.
+ONEDNN_1X1_DILATION = 2
+# PyTorch's own condition for oneDNN besides the thread count (ConvParams::use_mkldnn): a batch of
+# one with at most this many input values goes to its dilated im2col path instead, which is slower.
+_ONEDNN_MIN_NUMEL = 20480
+
+
+def onednn_takes_1x1(x: torch.Tensor, groups: int = 1) -> bool:
+    """Whether a dilated 1×1 convolution of ``x`` (``N×C×H×W``) runs on oneDNN, not a slow path."""
+    return x.shape[0] > 1 or groups > 1 or x.numel() > _ONEDNN_MIN_NUMEL
 
 
 def onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias=None) -> torch.Tensor:
@@ -36,11 +55,12 @@ def onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias=None) -> torch.Ten
     c_in = x.shape[-1]
     rows = x.reshape(-1, c_in)
     n = rows.shape[0]
-    if n == 0:
-        return F.linear(x, weight, bias)  # a convolution needs at least one pixel
+    if n == 0 or n * c_in <= _ONEDNN_MIN_NUMEL:
+        # a convolution needs at least one pixel; a small one would not run on oneDNN
+        return F.linear(x, weight, bias)
     # N×C rows seen as a 1×C×N×1 image in channels-last layout: no copy in or out.
     image = rows.view(1, n, 1, c_in).permute(0, 3, 1, 2)
-    out = F.conv2d(image, weight[:, :, None, None], bias)
+    out = F.conv2d(image, weight[:, :, None, None], bias, 1, 0, ONEDNN_1X1_DILATION)
     return out.permute(0, 2, 3, 1).reshape(*x.shape[:-1], weight.shape[0])
 
 
@@ -57,9 +77,11 @@ def mask_product(embed: torch.Tensor, features: torch.Tensor, kernel: str = "bla
     Returns:
         ``B×Q×H×W``.
     """
-    if kernel == "onednn" and not torch.is_grad_enabled() and _onednn_applies(features, embed):
+    if kernel == "onednn" and not torch.is_grad_enabled() and onednn_applies(features, embed):
         # contiguous: channels-last features give channels-last masks, which every later reshape copies
-        out = torch.cat([F.conv2d(features[b:b + 1], embed[b, :, :, None, None]) for b in range(embed.shape[0])])
+        dilation = ONEDNN_1X1_DILATION if onednn_takes_1x1(features[:1]) else 1
+        out = torch.cat([F.conv2d(features[b:b + 1], embed[b, :, :, None, None], None, 1, 0, dilation)
+                         for b in range(embed.shape[0])])
         out = out.contiguous()
         return out if add is None else out.add_(add)
     b, c, h, w = features.shape
@@ -68,7 +90,7 @@ def mask_product(embed: torch.Tensor, features: torch.Tensor, kernel: str = "bla
     return torch.baddbmm(add.reshape(b, -1, h * w), embed, features.reshape(b, c, h * w)).view(b, -1, h, w)
 
 
-def _onednn_applies(*tensors: torch.Tensor) -> bool:
+def onednn_applies(*tensors: torch.Tensor) -> bool:
     """Whether the oneDNN form is used for these operands: CPU float32, and not while exporting
     (exported graphs keep the portable op; the 1×1 convolution is a CPU kernel choice)."""
     if (torch.jit.is_tracing() or torch.jit.is_scripting() or torch.onnx.is_in_onnx_export()
@@ -86,7 +108,7 @@ class OneDNNLinear(nn.Linear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x @ W^T + b``: ``...×in_features -> ...×out_features``."""
-        if _onednn_applies(x, self.weight):
+        if onednn_applies(x, self.weight):
             return onednn_linear(x, self.weight, self.bias)
         return F.linear(x, self.weight, self.bias)
 
@@ -132,21 +154,38 @@ def resolve_cpu_linear_kernel(kernel: str, key: str = "MODEL.CPU_LINEAR_KERNEL")
     return kernel
 
 
+def is_pointwise_conv(conv: nn.Conv2d) -> bool:
+    """Whether ``conv`` is a 1×1, stride-1, undilated, unpadded convolution (a linear layer over pixels)."""
+    return (tuple(conv.kernel_size) == (1, 1) and tuple(conv.stride) == (1, 1) and tuple(conv.dilation) == (1, 1)
+            and conv.padding in ((0, 0), "valid") and conv.padding_mode == "zeros")
+
+
 def set_cpu_linear_kernel(model: nn.Module, kernel: str) -> int:
     """Make every plain ``nn.Linear`` of ``model`` an :class:`OneDNNLinear` (``"onednn"``) or a plain
     ``nn.Linear`` again (``"blas"``), in place, parameters shared. Subclasses such as the output
     projection of ``nn.MultiheadAttention`` (whose weights that module reads itself) are left alone.
-    Modules with a ``cpu_linear_kernel`` attribute (those calling :func:`mask_product`) get
-    ``kernel``. Returns the number of linear layers changed."""
+    Under ``"onednn"`` every plain 1×1 ``nn.Conv2d`` (:func:`is_pointwise_conv`) becomes a
+    :class:`~skinformer.layers.Conv2d` without norm or activation (the same object, parameters and
+    state-dict keys). Modules with a ``cpu_linear_kernel`` attribute (those calling
+    :func:`mask_product`, every :class:`~skinformer.layers.Conv2d`) get ``kernel``. Returns the number
+    of layers changed."""
+    from .conv import Conv2d
+
     if kernel not in ("blas", "onednn"):
         raise ValueError(f"set_cpu_linear_kernel: kernel must be 'blas' or 'onednn', got {kernel!r}")
     changed = 0
     source, target = (nn.Linear, OneDNNLinear) if kernel == "onednn" else (OneDNNLinear, nn.Linear)
-    for parent in model.modules():
-        if hasattr(parent, "cpu_linear_kernel"):
-            parent.cpu_linear_kernel = kernel
+    for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             if type(child) is source:
                 setattr(parent, name, _rebuilt(target, child))
                 changed += 1
+            elif kernel == "onednn" and type(child) is nn.Conv2d and is_pointwise_conv(child):
+                # in place: hooks, parameters and the optimizer's references stay as they are
+                child.__class__ = Conv2d
+                child.norm = child.activation = None
+                changed += 1
+    for module in model.modules():
+        if hasattr(module, "cpu_linear_kernel"):
+            module.cpu_linear_kernel = kernel
     return changed

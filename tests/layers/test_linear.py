@@ -9,13 +9,13 @@ import torch.nn.functional as F
 
 from skinformer.config import get_cfg
 from skinformer.layers import linear as linear_mod
-from skinformer.layers import OneDNNLinear, onednn_linear, resolve_cpu_linear_kernel, set_cpu_linear_kernel
+from skinformer.layers import Conv2d, OneDNNLinear, onednn_linear, resolve_cpu_linear_kernel, set_cpu_linear_kernel
 
 needs_onednn = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="PyTorch built without oneDNN")
 
 
 @needs_onednn
-@pytest.mark.parametrize("shape", [(7, 16), (2, 5, 16), (3, 2, 4, 16), (0, 16)])
+@pytest.mark.parametrize("shape", [(7, 16), (2, 5, 16), (3, 2, 4, 16), (0, 16), (3, 500, 16)])
 @pytest.mark.parametrize("bias", [True, False])
 def test_onednn_linear_matches_f_linear_forward_and_backward(shape, bias):
     g = torch.Generator().manual_seed(0)
@@ -153,9 +153,78 @@ def test_set_kernel_reaches_the_mask_products_of_the_decoder():
         cfg = _tiny_cfg(arch)
         cfg.MODEL.CPU_LINEAR_KERNEL = "onednn"
         model = build_model(cfg)
-        decoders = [m for m in model.modules() if hasattr(m, "cpu_linear_kernel")]
+        decoders = [m for m in model.modules() if hasattr(m, "cpu_linear_kernel") and not isinstance(m, Conv2d)]
         assert [type(m).__name__ for m in decoders] == [
             "SiMaskFormerDecoder" if arch == "SiMaskFormer" else "MultiScaleMaskedTransformerDecoder"]
         assert decoders[0].cpu_linear_kernel == "onednn"
         set_cpu_linear_kernel(model, "blas")
         assert all(getattr(m, "cpu_linear_kernel", "blas") == "blas" for m in model.modules())
+
+
+def _cpu_ops(fn):
+    """Names of the aten ops ``fn()`` runs on one thread."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+            fn()
+    finally:
+        torch.set_num_threads(threads)
+    return {e.key for e in prof.key_averages()}
+
+
+@needs_onednn
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("groups, bias", [(1, True), (2, False)])
+def test_pointwise_conv_on_onednn_is_the_same_convolution(channels_last, groups, bias):
+    g = torch.Generator().manual_seed(0)
+    conv = Conv2d(8, 12, 1, groups=groups, bias=bias)
+    x = torch.randn(2, 8, 9, 7, generator=g)
+    if channels_last:
+        conv, x = conv.to(memory_format=torch.channels_last), x.to(memory_format=torch.channels_last)
+    x.requires_grad_()
+    want = F.conv2d(x, conv.weight, conv.bias, groups=groups)
+    w_grad = torch.autograd.grad(want.square().sum(), [x, conv.weight])
+    conv.cpu_linear_kernel = "onednn"
+    got = conv(x)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    for a, b in zip(torch.autograd.grad(got.square().sum(), [x, conv.weight]), w_grad):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-4)
+
+
+@needs_onednn
+def test_pointwise_convs_and_linears_reach_onednn_on_one_thread():
+    # PyTorch sends a single-threaded 1x1 convolution of a small batch to its im2col + GEMM path
+    conv = Conv2d(32, 64, 1)
+    x = torch.randn(2, 32, 16, 16)
+    conv.cpu_linear_kernel = "onednn"
+    assert "aten::mkldnn_convolution" in _cpu_ops(lambda: conv(x))
+    ops = _cpu_ops(lambda: onednn_linear(torch.randn(1000, 32), torch.randn(64, 32)))
+    assert "aten::mkldnn_convolution" in ops and "aten::_slow_conv2d_forward" not in ops
+    # below PyTorch's size for oneDNN a dilated convolution would take a slow path: F.linear instead
+    small = _cpu_ops(lambda: onednn_linear(torch.randn(300, 32), torch.randn(64, 32)))
+    assert "aten::linear" in small and not any("conv" in op for op in small)
+    one = _cpu_ops(lambda: conv(torch.randn(1, 32, 4, 4)))
+    assert "aten::slow_conv_dilated2d" not in one
+    # a 3x3 convolution is left to PyTorch's own choice
+    conv3 = Conv2d(32, 64, 3, padding=1)
+    conv3.cpu_linear_kernel = "onednn"
+    torch.testing.assert_close(conv3(x), F.conv2d(x, conv3.weight, conv3.bias, padding=1))
+
+
+@needs_onednn
+def test_set_kernel_makes_plain_pointwise_convs_skinformer_convs():
+    net = nn.Sequential(nn.Conv2d(4, 6, 1), nn.Conv2d(6, 6, 3, padding=1), nn.Conv2d(6, 4, 1, stride=2),
+                        nn.Sequential(nn.Conv2d(4, 4, 1, bias=False)))
+    x = torch.randn(1, 4, 8, 8)
+    want = net(x)
+    first, params, keys = net[0], list(net.parameters()), list(net.state_dict().keys())
+    assert set_cpu_linear_kernel(net, "onednn") == 2
+    assert net[0] is first and type(net[0]) is Conv2d and type(net[3][0]) is Conv2d
+    assert type(net[1]) is nn.Conv2d and type(net[2]) is nn.Conv2d  # 3x3 and strided: unchanged
+    assert net[0].cpu_linear_kernel == "onednn" and net[0].norm is None and net[0].activation is None
+    assert all(a is b for a, b in zip(net.parameters(), params)) and list(net.state_dict().keys()) == keys
+    torch.testing.assert_close(net(x), want, rtol=1e-5, atol=1e-5)
+    set_cpu_linear_kernel(net, "blas")
+    assert net[0].cpu_linear_kernel == "blas"
+    torch.testing.assert_close(net(x), want, rtol=1e-5, atol=1e-5)
