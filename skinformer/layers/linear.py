@@ -55,11 +55,11 @@ def onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias=None) -> torch.Ten
     c_in = x.shape[-1]
     rows = x.reshape(-1, c_in)
     n = rows.shape[0]
-    if n == 0 or n * c_in <= _ONEDNN_MIN_NUMEL:
-        # a convolution needs at least one pixel; a small one would not run on oneDNN
-        return F.linear(x, weight, bias)
     # N×C rows seen as a 1×C×N×1 image in channels-last layout: no copy in or out.
     image = rows.view(1, n, 1, c_in).permute(0, 3, 1, 2)
+    if not onednn_takes_1x1(image):
+        # empty or small: oneDNN would not run it (and a convolution needs at least one pixel)
+        return F.linear(x, weight, bias)
     out = F.conv2d(image, weight[:, :, None, None], bias, 1, 0, ONEDNN_1X1_DILATION)
     return out.permute(0, 2, 3, 1).reshape(*x.shape[:-1], weight.shape[0])
 

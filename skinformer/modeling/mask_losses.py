@@ -1,8 +1,9 @@
 """Loss and pairwise-cost functions on point-sampled masks and class logits.
 
 Losses (``*_loss``) take matched ``N×P`` pairs and return scalars summed over pairs and divided
-by ``num_masks`` (:func:`sigmoid_ce_dice_loss` returns its two losses together). Costs (``batch_*_cost``) take ``Q×P`` predictions and ``T×P`` targets and return
-a ``Q×T`` matrix for the Hungarian matcher. All work in the inputs' dtype and device; call them in
+by ``num_masks`` (:func:`sigmoid_ce_dice_loss` returns its two losses together). Costs
+(``batch_*_cost``) take ``Q×P`` predictions and ``T×P`` targets and return a ``Q×T`` matrix for the
+Hungarian matcher. All work in the inputs' dtype and device; call them in
 float32 (autocast disabled) for stable logs.
 """
 from typing import Tuple
