@@ -211,6 +211,7 @@ def run_skinformer_job(job: AccuracyJob, settings: BenchmarkSettings, job_dir: s
         _load_deformable_attention_kernel(cfg.MODEL.DEVICE)
     iterations = train_for_budget(trainer, schedule)
     wall = schedule.elapsed()
+    # with SOLVER.EMA the model now holds the weight average (ModelEMA.after_train)
     model = trainer.model.eval()
     DetectionCheckpointer(model, save_dir=job_dir).save("model_final")
     mapper = InferenceMapper(cfg)

@@ -131,8 +131,8 @@ def train_for_budget(trainer: TrainerBase, schedule: WallClockSchedule) -> int:
 def build_budget_trainer(cfg, budget_s: float, extra_hooks: Optional[List[HookBase]] = None,
                          progress_period_s: float = 60.0):
     """Model, optimizer, scheduler and train loader from ``cfg`` (the :class:`DefaultTrainer`
-    builders) in a step trainer with only the LR hooks and a progress line every
-    ``progress_period_s``: no evaluation, checkpoints or writers during the budget. Returns
+    builders) in a step trainer with only the LR hooks, the weight average of ``SOLVER.EMA`` and a
+    progress line every ``progress_period_s``: no evaluation, checkpoints or writers during the budget. Returns
     ``(trainer, schedule)`` for :func:`train_for_budget`."""
     from .defaults import DefaultTrainer
 
@@ -142,6 +142,7 @@ def build_budget_trainer(cfg, budget_s: float, extra_hooks: Optional[List[HookBa
     loader = DefaultTrainer.build_train_loader(cfg)
     trainer = SimpleTrainer(model, loader, optimizer, accumulate_steps=cfg.SOLVER.ACCUMULATE_STEPS)
     schedule = WallClockSchedule(scheduler, budget_s)
-    trainer.register_hooks([schedule, hooks.LRScheduler(optimizer, scheduler), BudgetProgress(schedule, progress_period_s)]
-                           + list(extra_hooks or []))
+    ema = hooks.ModelEMA(model, cfg.SOLVER.EMA.DECAY, cfg.SOLVER.EMA.WARMUP) if cfg.SOLVER.EMA.ENABLED else None
+    trainer.register_hooks([schedule, hooks.LRScheduler(optimizer, scheduler), ema,
+                            BudgetProgress(schedule, progress_period_s)] + list(extra_hooks or []))
     return trainer, schedule

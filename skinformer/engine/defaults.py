@@ -215,12 +215,16 @@ class DefaultTrainer(TrainerBase):
 
     # -- training --------------------------------------------------------------------------
     def build_hooks(self) -> List[hooks.HookBase]:
-        """IterationTimer, LRScheduler, PeriodicCheckpointer (main), EvalHook, BestCheckpointer
+        """IterationTimer, LRScheduler, ModelEMA (if SOLVER.EMA.ENABLED: evaluation, model_best and
+        model_final then use the average), PeriodicCheckpointer (main), EvalHook, BestCheckpointer
         (main, if TEST.BEST_CHECKPOINT_METRIC or early stopping), ReduceLROnPlateau (if
         SOLVER.PLATEAU.METRIC), EarlyStopping (if SOLVER.EARLY_STOPPING.PATIENCE), PeriodicWriter
         (main, LOG_PERIOD)."""
         cfg = self.cfg
         ret: List[Optional[hooks.HookBase]] = [hooks.IterationTimer(), hooks.LRScheduler()]
+        if cfg.SOLVER.EMA.ENABLED:
+            # before the checkpointers and the evaluation, which use this step's average
+            ret.append(hooks.ModelEMA(self.model, cfg.SOLVER.EMA.DECAY, cfg.SOLVER.EMA.WARMUP))
         periodic_ckpt = hooks.PeriodicCheckpointer(self.checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD)
         # plateau / early stopping change state on an evaluation: checkpoint after them instead,
         # so a checkpoint of an evaluation iteration resumes with that evaluation's effect
@@ -229,7 +233,8 @@ class DefaultTrainer(TrainerBase):
             ret.append(periodic_ckpt)
 
         def test_and_save_results():
-            self._last_eval_results = self.test(self.cfg, self.model)
+            with hooks.averaged_weights(self):
+                self._last_eval_results = self.test(self.cfg, self.model)
             return self._last_eval_results
 
         # after checkpointing, so a crash in evaluation still leaves a checkpoint

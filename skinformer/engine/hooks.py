@@ -4,11 +4,12 @@ Default order: IterationTimer -> LRScheduler -> PeriodicCheckpointer -> EvalHook
 BestCheckpointer -> PeriodicWriter. Checkpointing comes before evaluation so a crash in
 evaluation still leaves a checkpoint; the writer comes last so it prints evaluation results.
 """
+import contextlib
 import datetime
 import logging
 import math
 import time
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional
 
 import torch
 from fvcore.common.checkpoint import PeriodicCheckpointer as _FvPeriodicCheckpointer
@@ -17,7 +18,7 @@ from fvcore.common.timer import Timer
 from skinformer.utils import comm
 from skinformer.utils.events import EventWriter
 
-from .train_loop import HookBase, rng_preserved
+from .train_loop import HookBase, _unwrap, rng_preserved
 
 __all__ = [
     "CallbackHook",
@@ -29,6 +30,8 @@ __all__ = [
     "PeriodicWriter",
     "ReduceLROnPlateau",
     "EarlyStopping",
+    "ModelEMA",
+    "averaged_weights",
     "flatten_results_dict",
 ]
 
@@ -187,7 +190,8 @@ class LRScheduler(HookBase):
 class PeriodicCheckpointer(_FvPeriodicCheckpointer, HookBase):
     """Save ``model_{iter:07d}.pth`` (everything ``--resume`` needs) every ``period``
     iterations and at the last iteration, and ``model_final.pth`` with the model weights only
-    after the last iteration: the file users keep is not a second copy of the optimizer state.
+    after the last iteration: the file users keep is not a second copy of the optimizer state
+    (with :class:`ModelEMA`, the averaged weights).
     Register it on the main process only (checkpointers of other ranks do not write anyway).
     ``max_iter`` is read from the trainer.
     """
@@ -215,7 +219,8 @@ class PeriodicCheckpointer(_FvPeriodicCheckpointer, HookBase):
                     if self.path_manager.exists(old):
                         self.path_manager.rm(old)
         if final:
-            self.checkpointer.save_weights(f"{self.file_prefix}_final", **state)
+            with averaged_weights(getattr(self, "trainer", None)):
+                self.checkpointer.save_weights(f"{self.file_prefix}_final", **state)
 
     def after_step(self):
         """Call :meth:`step` with the iteration just finished."""
@@ -301,6 +306,7 @@ class BestCheckpointer(HookBase):
     """Save ``model_best.pth`` whenever ``val_metric`` (a flat storage key such as
     ``"sem_seg/mIoU"``) improves. Must be registered after :class:`EvalHook`. NaN values are
     ignored (a diverged evaluation never becomes "best"). ``last_checkpoint`` is not changed.
+    With :class:`ModelEMA` its model weights are the average (what the evaluation measured).
     """
 
     def __init__(self, eval_period: int, checkpointer, val_metric: str, mode: str = "max",
@@ -338,7 +344,8 @@ class BestCheckpointer(HookBase):
         if self.best_metric is None or self._compare(value, self.best_metric):
             previous = self.best_metric
             if self._update_best(value, metric_iter):
-                self._checkpointer.save(self._file_prefix, iteration=metric_iter, tag_last_checkpoint=False)
+                with averaged_weights(self.trainer):  # the weights that were evaluated
+                    self._checkpointer.save(self._file_prefix, iteration=metric_iter, tag_last_checkpoint=False)
                 logger.info("Saved best model: %s = %.5f at iteration %d (previous best: %s)",
                             self._val_metric, value, metric_iter, previous)
         else:
@@ -549,3 +556,72 @@ class EarlyStopping(_MetricWatcher):
         """Restore ``best``, ``num_bad_evals`` and ``stopped_iter`` from :meth:`state_dict`."""
         super().load_state_dict(state_dict)
         self.stopped_iter = state_dict.get("stopped_iter")
+
+
+class ModelEMA(HookBase):
+    """Exponential moving average of the model's weights (``SOLVER.EMA``), kept by timm's
+    ``ModelEmaV3`` and updated after every optimizer step.
+
+    The decay of update ``t`` is ``min(decay, 1 - (1 + t) ** -2/3)`` with ``warmup`` (timm's
+    warm-up; the average forgets the random start quickly, which matters in short runs), else
+    ``decay``. Floating-point buffers (BatchNorm statistics) are averaged like the parameters.
+    The average is part of the trainer state, so a resumed run continues it exactly.
+    :meth:`applied` swaps it into the model, e.g. around an evaluation.
+
+    Args:
+        model: the trained model (DDP / DataParallel are unwrapped).
+        decay: the largest decay.
+        warmup: ramp the decay up from 0 over the first updates.
+    """
+
+    def __init__(self, model: torch.nn.Module, decay: float = 0.999, warmup: bool = True):
+        from timm.utils import ModelEmaV3
+
+        if not 0.0 <= decay < 1.0:
+            raise ValueError(f"SOLVER.EMA.DECAY must be in [0, 1), got {decay}")
+        self._model = _unwrap(model)
+        self.ema = ModelEmaV3(self._model, decay=decay, use_warmup=warmup)
+        self.ema.requires_grad_(False)
+        self.updates = 0
+
+    def after_step(self):
+        """Fold the weights after this step's update into the average."""
+        self.updates += 1
+        self.ema.update(self._model, step=self.updates)
+
+    def averaged_state_dict(self) -> Dict[str, torch.Tensor]:
+        """The averaged weights, under the model's own state-dict keys."""
+        return self.ema.module.state_dict()
+
+    @contextlib.contextmanager
+    def applied(self) -> Iterator[torch.nn.Module]:
+        """Run the block with the averaged weights in the model (its own weights restored after)."""
+        own = {k: v.detach().clone() for k, v in self._model.state_dict().items()}
+        self._model.load_state_dict(self.averaged_state_dict())
+        try:
+            yield self._model
+        finally:
+            self._model.load_state_dict(own)
+
+    def after_train(self):
+        """After a successful run the model keeps the average (as ``model_final.pth`` does), so
+        what is done with it next (overlays, export) uses the evaluated weights."""
+        if self.trainer.iter >= self.trainer.max_iter and self.updates > 0:
+            self._model.load_state_dict(self.averaged_state_dict())
+            logger.info("Training done: the model holds the weight average (SOLVER.EMA, %d updates)", self.updates)
+
+    def state_dict(self) -> Dict[str, Any]:
+        """The average and the number of updates folded into it."""
+        return {"updates": self.updates, "model": self.averaged_state_dict()}
+
+    def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
+        """Restore the average of a checkpoint (on resume)."""
+        self.updates = int(state_dict["updates"])
+        self.ema.module.load_state_dict(state_dict["model"])
+
+
+def averaged_weights(trainer) -> contextlib.AbstractContextManager:
+    """A context in which the model holds the :class:`ModelEMA` average if ``trainer`` has one
+    (the weights that are evaluated and kept); a no-op otherwise."""
+    ema = trainer.find_hook(ModelEMA) if trainer is not None else None
+    return ema.applied() if ema is not None else contextlib.nullcontext()

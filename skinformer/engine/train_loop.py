@@ -155,6 +155,10 @@ class TrainerBase:
             h.trainer = weakref.proxy(self)
         self._hooks.extend(hooks)
 
+    def find_hook(self, cls: type) -> Optional[HookBase]:
+        """The first registered hook that is an instance of ``cls``, or None."""
+        return next((h for h in self._hooks if isinstance(h, cls)), None)
+
     def train(self, start_iter: int, max_iter: int) -> None:
         """Run iterations ``start_iter`` … ``max_iter - 1`` with the hooks inside a new :class:`EventStorage`.
 

@@ -78,3 +78,31 @@ def test_progress_lines_give_the_time_left_and_the_loss(caplog):
     assert len(lines) == 3, lines
     assert lines[0].startswith("iter 0 (10.00 s each): 10 / 300 s of the budget, 4:50 left, total_loss ")
     assert lines[2].startswith("iter 20 (10.00 s each): 210 / 300 s of the budget, 1:30 left")
+
+
+def test_budget_trainer_averages_the_weights_with_solver_ema(tmp_path):
+    """SOLVER.EMA in a budgeted run: the average is updated every step and is the trained model
+    at the end (what the accuracy benchmark scores and saves)."""
+    import os
+
+    from skinformer.config import get_cfg
+    from skinformer.engine.budget import build_budget_trainer
+    from skinformer.engine.hooks import ModelEMA
+
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    cfg = get_cfg()
+    cfg.merge_from_file(os.path.join(root, "configs", "quickstart", "per_pixel_r18_synthetic.yaml"))
+    cfg.merge_from_list(["MODEL.SEM_SEG_HEAD.CONVS_DIM", "16", "INPUT.FIXED_SIZE", "(64, 64)",
+                         "SOLVER.IMS_PER_BATCH", "2", "INPUT.CROP.ENABLED", "False", "DATALOADER.NUM_WORKERS", "0",
+                         "SOLVER.EMA.ENABLED", "True", "SOLVER.EMA.DECAY", "0.9", "OUTPUT_DIR", str(tmp_path)])
+    trainer, schedule = build_budget_trainer(cfg, budget_s=8.0)
+    ema = trainer.find_hook(ModelEMA)
+    assert ema is not None
+    seen = {}
+    trainer.register_hooks([CallbackHook(after_step=lambda t: seen.update(
+        raw=t.model.state_dict()["sem_seg_head.predictor.weight"].clone()))])
+    iterations = train_for_budget(trainer, schedule)
+    assert iterations >= 2 and ema.updates == iterations, iterations
+    final = trainer.model.state_dict()["sem_seg_head.predictor.weight"]
+    assert torch.equal(final, ema.averaged_state_dict()["sem_seg_head.predictor.weight"])
+    assert not torch.equal(final, seen["raw"])
