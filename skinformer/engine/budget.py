@@ -142,7 +142,6 @@ def build_budget_trainer(cfg, budget_s: float, extra_hooks: Optional[List[HookBa
     loader = DefaultTrainer.build_train_loader(cfg)
     trainer = SimpleTrainer(model, loader, optimizer, accumulate_steps=cfg.SOLVER.ACCUMULATE_STEPS)
     schedule = WallClockSchedule(scheduler, budget_s)
-    ema = hooks.ModelEMA(model, cfg.SOLVER.EMA.DECAY, cfg.SOLVER.EMA.WARMUP) if cfg.SOLVER.EMA.ENABLED else None
-    trainer.register_hooks([schedule, hooks.LRScheduler(optimizer, scheduler), ema,
+    trainer.register_hooks([schedule, hooks.LRScheduler(optimizer, scheduler), hooks.build_model_ema(cfg, model),
                             BudgetProgress(schedule, progress_period_s)] + list(extra_hooks or []))
     return trainer, schedule

@@ -221,10 +221,10 @@ class DefaultTrainer(TrainerBase):
         SOLVER.PLATEAU.METRIC), EarlyStopping (if SOLVER.EARLY_STOPPING.PATIENCE), PeriodicWriter
         (main, LOG_PERIOD)."""
         cfg = self.cfg
-        ret: List[Optional[hooks.HookBase]] = [hooks.IterationTimer(), hooks.LRScheduler()]
-        if cfg.SOLVER.EMA.ENABLED:
-            # before the checkpointers and the evaluation, which use this step's average
-            ret.append(hooks.ModelEMA(self.model, cfg.SOLVER.EMA.DECAY, cfg.SOLVER.EMA.WARMUP))
+        # the weight average (None without SOLVER.EMA) comes before the checkpointers and the
+        # evaluation, which use this step's average
+        ret: List[Optional[hooks.HookBase]] = [hooks.IterationTimer(), hooks.LRScheduler(),
+                                               hooks.build_model_ema(cfg, self.model)]
         periodic_ckpt = hooks.PeriodicCheckpointer(self.checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD)
         # plateau / early stopping change state on an evaluation: checkpoint after them instead,
         # so a checkpoint of an evaluation iteration resumes with that evaluation's effect

@@ -31,6 +31,7 @@ __all__ = [
     "ReduceLROnPlateau",
     "EarlyStopping",
     "ModelEMA",
+    "build_model_ema",
     "averaged_weights",
     "flatten_results_dict",
 ]
@@ -618,6 +619,12 @@ class ModelEMA(HookBase):
         """Restore the average of a checkpoint (on resume)."""
         self.updates = int(state_dict["updates"])
         self.ema.module.load_state_dict(state_dict["model"])
+
+
+def build_model_ema(cfg, model: torch.nn.Module) -> Optional[ModelEMA]:
+    """The :class:`ModelEMA` hook of ``cfg.SOLVER.EMA`` for ``model``, or None when it is off."""
+    ema = cfg.SOLVER.EMA
+    return ModelEMA(model, ema.DECAY, ema.WARMUP) if ema.ENABLED else None
 
 
 def averaged_weights(trainer) -> contextlib.AbstractContextManager:
