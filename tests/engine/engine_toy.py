@@ -5,12 +5,14 @@ Imported by the engine tests and, by module name, by the processes ``launch`` sp
 import os
 from typing import Dict, List
 
+import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from skinformer.config import configurable, get_cfg
 from skinformer.engine import DefaultTrainer
+from skinformer.engine.hooks import CallbackHook
 from skinformer.utils import comm
 
 IN_DIM = 6
@@ -164,3 +166,15 @@ def failing_main() -> None:
     if comm.get_rank() == 1:
         raise RuntimeError("boom on rank 1")
     comm.synchronize()  # rank 0 waits here until the group is torn down
+
+
+def train_until_interrupted(trainer, iteration: int) -> None:
+    """Train ``trainer`` until a KeyboardInterrupt before iteration ``iteration`` (a user's Ctrl-C):
+    what is on disk then is what ``--resume`` gets."""
+    def crash(tr):
+        if tr.iter == iteration:
+            raise KeyboardInterrupt
+
+    trainer.register_hooks([CallbackHook(before_step=crash)])
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train()

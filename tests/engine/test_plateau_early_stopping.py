@@ -13,7 +13,7 @@ from skinformer.utils import comm
 from skinformer.utils.env import seed_all_rng
 from skinformer.utils.events import get_event_storage
 
-from engine_toy import ToyTrainer, toy_cfg
+from engine_toy import ToyTrainer, toy_cfg, train_until_interrupted
 
 # validation score after iteration i (evaluated every 2 iterations): improves, then stalls
 SCORES = {1: 0.5, 3: 0.6, 5: 0.6, 7: 0.55, 9: 0.58, 11: 0.59, 13: 0.7, 15: 0.4, 17: 0.4, 19: 0.4}
@@ -63,12 +63,7 @@ def _interrupted(cfg, crash_at):
     first = ScriptedTrainer(cfg)
     seen = _record_lr(first)
 
-    def crash(tr):
-        if tr.iter == crash_at:
-            raise KeyboardInterrupt
-    first.register_hooks([CallbackHook(before_step=crash)])
-    with pytest.raises(KeyboardInterrupt):
-        first.train()
+    train_until_interrupted(first, crash_at)
     seed_all_rng(0)
     second = ScriptedTrainer(cfg)
     second.resume_or_load(resume=True)

@@ -7,10 +7,9 @@ import os
 
 import pytest
 
-from engine_toy import ToyModel, ToyTrainer, toy_cfg
+from engine_toy import ToyModel, ToyTrainer, toy_cfg, train_until_interrupted
 from skinformer.checkpoint import IncompatibleCheckpointError
 from skinformer.engine import OutputDirError, default_argument_parser, default_setup, prepare_output_dir
-from skinformer.engine.hooks import CallbackHook
 from skinformer.utils.env import seed_all_rng
 
 _TIMING = {"time", "data_time", "eta_seconds"}
@@ -30,13 +29,7 @@ def test_resumed_metrics_json_equals_uninterrupted(tmp_path):
     seed_all_rng(0)
     first = ToyTrainer(toy_cfg(str(tmp_path / "b"), **{"SOLVER.MAX_ITER": n}))
 
-    def crash(tr):
-        if tr.iter == 6:  # rows 4 and 5 are written after the checkpoint of iteration 3
-            raise KeyboardInterrupt
-
-    first.register_hooks([CallbackHook(before_step=crash)])
-    with pytest.raises(KeyboardInterrupt):
-        first.train()
+    train_until_interrupted(first, 6)  # rows 4 and 5 are written after the checkpoint of iteration 3
     assert [r["iteration"] for r in _metrics(tmp_path / "b" / "metrics.json")][:6] == list(range(6))
 
     resumed = ToyTrainer(toy_cfg(str(tmp_path / "b"), **{"SOLVER.MAX_ITER": n}))

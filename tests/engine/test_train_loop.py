@@ -6,7 +6,7 @@ import os
 import pytest
 import torch
 
-from engine_toy import ToyLoader, ToyModel, ToyTrainer, toy_cfg, toy_sample
+from engine_toy import ToyLoader, ToyModel, ToyTrainer, toy_cfg, toy_sample, train_until_interrupted
 from skinformer.checkpoint import DetectionCheckpointer
 from skinformer.engine import AMPTrainer, HookBase, SimpleTrainer, TrainerBase
 from skinformer.engine.hooks import CallbackHook
@@ -193,13 +193,7 @@ def test_exact_resume_same_losses(tmp_path):
     seed_all_rng(0)
     first = ToyTrainer(toy_cfg(str(tmp_path / "b"), **{"SOLVER.MAX_ITER": n}))
 
-    def crash(tr):
-        if tr.iter == 6:  # after the checkpoint of iteration 3, before the one of 7
-            raise KeyboardInterrupt
-
-    first.register_hooks([CallbackHook(before_step=crash)])
-    with pytest.raises(KeyboardInterrupt):
-        first.train()
+    train_until_interrupted(first, 6)  # after the checkpoint of iteration 3, before the one of 7
 
     seed_all_rng(12345)  # a different seed: the RNG state must come from the checkpoint
     resumed = ToyTrainer(toy_cfg(str(tmp_path / "b"), **{"SOLVER.MAX_ITER": n}))
