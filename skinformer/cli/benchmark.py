@@ -8,7 +8,8 @@ Sections:
   (forward + backward + optimizer step, median) and peak memory of each, with the ratio against the
   baseline (the first config: a per-pixel DeepLabV3+ R50) and, when segmentation_models_pytorch is
   installed (``pip install -e .[benchmark]``), against smp's ``DeepLabV3Plus("resnet50")`` timed in the
-  same process. Each model is measured in its own
+  same process (and its FLOPs counted the same way: a time ratio close to the FLOP ratio says the
+  model already runs at smp's arithmetic rate). Each model is measured in its own
   subprocess per phase so peak RSS (CPU) is not polluted by the other models. A config that cannot
   be built is reported as ``unavailable: <reason>``.
 * ``--section pipeline``: training iteration time and data-loading time of the quick-start config
@@ -33,6 +34,7 @@ import sys
 import time
 import traceback
 import warnings
+from typing import Dict, Tuple
 
 # the folder holding the ``skinformer`` package: put on the workers' PYTHONPATH, so they import this
 # same copy from a checkout without an install
@@ -239,39 +241,55 @@ _EXTRA_FLOP_HANDLES = {
 }
 
 
+def _count_flops(module, inputs) -> Tuple[float, Dict[str, int]]:
+    """fvcore's FLOP count of ``module(*inputs)`` (one multiply-add = one flop) with the handles of
+    :data:`_EXTRA_FLOP_HANDLES`, and the ops it could not count (name -> calls)."""
+    import torch
+    from fvcore.nn import FlopCountAnalysis
+
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        flops = FlopCountAnalysis(module, inputs).set_op_handle(**_EXTRA_FLOP_HANDLES)
+        flops.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
+        total = float(flops.total())
+        unsupported = flops.unsupported_ops()
+    return total, {k: int(v) for k, v in sorted(unsupported.items(), key=lambda kv: -kv[1])}
+
+
 def _phase_static(cfg, args):
     import torch
 
     model = _build(cfg).eval()
     res = {"params": sum(p.numel() for p in model.parameters()),
            "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad)}
+    sample = _lesion_dict(512, 0, cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES, with_targets=False)
+
+    class _TensorIO(torch.nn.Module):
+        """Tensor in / tensors out, so that the jit tracer under fvcore can follow the model."""
+
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, image):
+            d = dict(sample)
+            d["image"] = image
+            return tuple(_flatten_tensors(self.m([d]), []))
+
     try:
-        from fvcore.nn import FlopCountAnalysis
-
-        sample = _lesion_dict(512, 0, cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES, with_targets=False)
-
-        class _TensorIO(torch.nn.Module):
-            """Tensor in / tensors out, so that the jit tracer under fvcore can follow the model."""
-
-            def __init__(self, m):
-                super().__init__()
-                self.m = m
-
-            def forward(self, image):
-                d = dict(sample)
-                d["image"] = image
-                return tuple(_flatten_tensors(self.m([d]), []))
-
-        image = sample["image"].to(cfg.MODEL.DEVICE)
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")
-            flops = FlopCountAnalysis(_TensorIO(model), (image,)).set_op_handle(**_EXTRA_FLOP_HANDLES)
-            flops.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
-            res["flops"] = float(flops.total())
-            unsupported = flops.unsupported_ops()
-        res["flops_unsupported"] = {k: int(v) for k, v in sorted(unsupported.items(), key=lambda kv: -kv[1])}
+        res["flops"], res["flops_unsupported"] = _count_flops(_TensorIO(model), (sample["image"].to(cfg.MODEL.DEVICE),))
     except Exception as e:
         res["flops_error"] = _short_error(e)
+    # The same count of smp's network on the same 512² image: a latency ratio near the FLOP
+    # ratio means the model runs at smp's arithmetic rate, and only fewer FLOPs make it faster.
+    smp_model = _smp_model(cfg.MODEL.DEVICE)
+    if smp_model is not None and "flops" in res:
+        try:
+            image = sample["image"][None].float().to(cfg.MODEL.DEVICE)
+            res["flops_smp"], _ = _count_flops(smp_model.eval(), (image,))
+            res["flops_smp_ratio"] = res["flops"] / res["flops_smp"]
+        except Exception as e:
+            res["flops_smp_error"] = _short_error(e)
     return res
 
 
@@ -527,13 +545,18 @@ def section_models(args) -> None:
             return ["-", "-"]
         return [f"{r[f'{key}_smp_s'] * 1e3:.0f}", f"{r[f'{key}_smp_ratio']:.2f}x"]
 
-    smp_rows = [[name] + smp_cells(r, "latency") + smp_cells(r, "train_step")
-                for name, r in rows if "latency_smp_ratio" in r or "train_step_smp_ratio" in r]
+    def smp_flops_cells(r):
+        if "flops_smp_ratio" not in r:
+            return ["-", "-"]
+        return [f"{r['flops_smp'] * 1e-9:.1f}", f"{r['flops_smp_ratio']:.2f}x"]
+
+    smp_rows = [[name] + smp_flops_cells(r) + smp_cells(r, "latency") + smp_cells(r, "train_step")
+                for name, r in rows if any(f"{k}_smp_ratio" in r for k in ("flops", "latency", "train_step"))]
     if smp_rows:
         print("\n   against segmentation_models_pytorch DeepLabV3Plus('resnet50'), measured in the same process:")
-        _print_table(["model", "smp latency@512 (ms)", "latency ratio", "smp train step (ms)", "train ratio"],
-                     smp_rows)
-    elif {"infer", "train"} & set(args.phases):
+        _print_table(["model", "smp GFLOPs@512", "FLOPs ratio", "smp latency@512 (ms)", "latency ratio",
+                      "smp train step (ms)", "train ratio"], smp_rows)
+    elif {"static", "infer", "train"} & set(args.phases):
         print("   (install segmentation_models_pytorch, `pip install -e .[benchmark]`, for ratios against smp's "
               "DeepLabV3Plus('resnet50'))")
     for name, r in rows:

@@ -59,6 +59,28 @@ def test_models_table_prints_both_ratios_against_smp(bench, monkeypatch, capsys)
     assert line.count("6.00x") == 1 and line.rstrip().endswith("-")
 
 
+def test_models_table_prints_the_flop_ratio_against_smp(bench, monkeypatch, capsys):
+    def fake_run(config, phase, args):
+        flops = 78e9 if "simaskformer" in config else 69e9
+        return {"ok": True, "params": 4e7, "flops": flops, "flops_smp": 36.5e9, "flops_smp_ratio": flops / 36.5e9}
+
+    monkeypatch.setattr(bench, "_run_phase", fake_run)
+    bench.section_models(_args(bench, phases=["static"]))
+    out = capsys.readouterr().out
+    header = next(ln for ln in out.splitlines() if "smp GFLOPs@512" in ln)
+    assert "FLOPs ratio" in header
+    line = next(ln for ln in out.splitlines() if ln.strip().startswith("simaskformer_R50") and "36.5" in ln)
+    assert "2.14x" in line and line.rstrip().endswith("-")  # no timing phase ran
+
+
+def test_count_flops_counts_a_convolution(bench):
+    import torch
+
+    conv = torch.nn.Conv2d(3, 8, 3, padding=1, bias=False)
+    flops, unsupported = bench._count_flops(conv, (torch.zeros(1, 3, 16, 16),))
+    assert flops == 16 * 16 * 8 * 3 * 9 and unsupported == {}
+
+
 def test_smp_reference_steps_run(bench):
     pytest.importorskip("segmentation_models_pytorch")
     import torch
