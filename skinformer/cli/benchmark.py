@@ -280,14 +280,13 @@ def _phase_static(cfg, args):
         res["flops"], res["flops_unsupported"] = _count_flops(_TensorIO(model), (sample["image"].to(cfg.MODEL.DEVICE),))
     except Exception as e:
         res["flops_error"] = _short_error(e)
-    # The same count of smp's network on the same 512² image: a latency ratio near the FLOP
-    # ratio means the model runs at smp's arithmetic rate, and only fewer FLOPs make it faster.
-    smp_model = _smp_model(cfg.MODEL.DEVICE)
-    if smp_model is not None and "flops" in res:
+    # The same count of smp's network on the same 512² image, once per run (in the baseline's
+    # worker): a latency ratio near the FLOP ratio means the model runs at smp's arithmetic rate.
+    smp_model = _smp_model(cfg.MODEL.DEVICE) if not _against_baseline(args) else None
+    if smp_model is not None:
         try:
             image = sample["image"][None].float().to(cfg.MODEL.DEVICE)
             res["flops_smp"], _ = _count_flops(smp_model.eval(), (image,))
-            res["flops_smp_ratio"] = res["flops"] / res["flops_smp"]
         except Exception as e:
             res["flops_smp_error"] = _short_error(e)
     return res
@@ -377,13 +376,18 @@ def _smp_train_step(device: str):
 _SMP_STEPS = {"latency": _smp_infer_step, "train_step": _smp_train_step}
 
 
+def _against_baseline(args) -> bool:
+    """Whether this worker measures a model other than the baseline (``args.baseline_config``)."""
+    return bool(args.baseline_config) and os.path.abspath(args.baseline_config) != os.path.abspath(args.worker_config)
+
+
 def _timed_phase(make_step, key, cfg, args):
     """Median step time of the model and, interleaved in the same process, of the baseline and of
     smp's DeepLabV3+-R50 (when installed); each ratio is the median of per-round ratios (robust
     to load drifting during the run)."""
     device = cfg.MODEL.DEVICE
     fns = [make_step(cfg)]
-    with_base = bool(args.baseline_config) and os.path.abspath(args.baseline_config) != os.path.abspath(args.worker_config)
+    with_base = _against_baseline(args)
     if with_base:
         fns.append(make_step(_load_cfg(args.baseline_config, device, args.opts)))
     smp_step = _SMP_STEPS[key](device)
@@ -545,15 +549,19 @@ def section_models(args) -> None:
             return ["-", "-"]
         return [f"{r[f'{key}_smp_s'] * 1e3:.0f}", f"{r[f'{key}_smp_ratio']:.2f}x"]
 
+    smp_flops = next((r["flops_smp"] for _, r in rows if "flops_smp" in r), None)
+
     def smp_flops_cells(r):
-        if "flops_smp_ratio" not in r:
+        if smp_flops is None or "flops" not in r:
             return ["-", "-"]
-        return [f"{r['flops_smp'] * 1e-9:.1f}", f"{r['flops_smp_ratio']:.2f}x"]
+        return [f"{smp_flops * 1e-9:.1f}", f"{r['flops'] / smp_flops:.2f}x"]
 
     smp_rows = [[name] + smp_flops_cells(r) + smp_cells(r, "latency") + smp_cells(r, "train_step")
-                for name, r in rows if any(f"{k}_smp_ratio" in r for k in ("flops", "latency", "train_step"))]
+                for name, r in rows
+                if (smp_flops is not None and "flops" in r) or "latency_smp_ratio" in r or "train_step_smp_ratio" in r]
     if smp_rows:
-        print("\n   against segmentation_models_pytorch DeepLabV3Plus('resnet50'), measured in the same process:")
+        print("\n   against segmentation_models_pytorch DeepLabV3Plus('resnet50') (FLOPs counted once; times measured "
+              "in each model's process):")
         _print_table(["model", "smp GFLOPs@512", "FLOPs ratio", "smp latency@512 (ms)", "latency ratio",
                       "smp train step (ms)", "train ratio"], smp_rows)
     elif {"static", "infer", "train"} & set(args.phases):
